@@ -1,0 +1,199 @@
+"""Typed backend option models, mirroring Stimela 2.1.4's backend schema (``StimelaBackendOptions``).
+
+Field names, types and defaults follow Stimela; parsing and merging live in :mod:`.backends`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Union
+
+DEFAULT_SELECT = ["singularity", "native"]
+
+
+def _choices(*values: str) -> dict:
+    return {"choices": values}
+
+
+@dataclass
+class NativeOptions:
+    enable: bool = True
+    virtual_env: Optional[str] = None
+
+
+@dataclass
+class BindDir:
+    host: Optional[str] = None
+    target: Optional[str] = None
+    mode: str = field(default="rw", metadata=_choices("rw", "ro"))
+    mkdir: bool = False
+    conditional: Union[bool, str] = True
+
+
+@dataclass
+class SingularityOptions:
+    enable: bool = True
+    image_dir: str = os.path.expanduser("~/.singularity")
+    auto_build: bool = True
+    rebuild: bool = False
+    executable: Optional[str] = None
+    remote_only: bool = False
+    contain: bool = True
+    containall: bool = False
+    bind_tmp: Union[bool, str] = True
+    clean_tmp: bool = True
+    bind_dirs: Dict[str, BindDir] = field(default_factory=dict)
+    env: Dict[str, str] = field(default_factory=dict)
+    ephemeral: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PodLimits:
+    request: Optional[str] = None
+    limit: Optional[str] = None
+
+
+@dataclass
+class KubePodSpec:
+    type: Optional[str] = None
+    memory: PodLimits = field(default_factory=PodLimits)
+    cpu: PodLimits = field(default_factory=PodLimits)
+    custom_pod_spec: Dict[str, Any] = field(default_factory=dict)
+
+
+_EXIST = _choices("must_exist", "allow_reuse", "recreate", "cant_exist")
+
+
+@dataclass
+class KubeVolume:
+    name: Optional[str] = None
+    capacity: Optional[str] = None
+    storage_class_name: Optional[str] = None
+    access_modes: List[str] = field(default_factory=lambda: ["ReadWriteOnce"])
+    provision_timeout: int = 1200
+    mount: Optional[str] = None
+    from_snapshot: Optional[str] = None
+    at_start: str = field(default="allow_reuse", metadata=_EXIST)
+    at_step: str = field(default="allow_reuse", metadata=_EXIST)
+    init_commands: List[str] = field(default_factory=list)
+    step_init_commands: List[str] = field(default_factory=list)
+    lifecycle: str = field(default="session", metadata=_choices("persist", "session", "step"))
+    append_id: bool = True
+
+
+@dataclass
+class DaskCluster:
+    enable: bool = False
+    capture_logs: bool = True
+    capture_logs_style: Optional[str] = "blue"
+    name: Optional[str] = None
+    num_workers: int = 1
+    threads_per_worker: int = 1
+    memory_limit: Optional[str] = None
+    worker_pod: KubePodSpec = field(default_factory=KubePodSpec)
+    scheduler_pod: KubePodSpec = field(default_factory=KubePodSpec)
+    forward_dashboard_port: int = 8787
+
+
+@dataclass
+class KubeDebug:
+    verbose: int = 0
+    pause_on_start: bool = False
+    pause_on_cleanup: bool = False
+    save_spec: Optional[str] = None
+    log_events: bool = False
+    event_format: str = ("=NOSUBST('\\[k8s event type: {event.type}, reason: {event.reason}] "
+                         "{event.message}')")
+    event_colors: Dict[str, str] = field(
+        default_factory=lambda: {"warning": "blue", "error": "yellow", "default": "grey50"})
+
+
+@dataclass
+class KubeUser:
+    name: Optional[str] = None
+    group: Optional[str] = None
+    uid: Optional[int] = None
+    gid: Optional[int] = None
+    gecos: Optional[str] = None
+    home: Optional[str] = None
+    home_ramdisk: bool = True
+    inject_nss: bool = True
+
+
+@dataclass
+class KubeOnExit:
+    cleanup_pods: bool = True
+
+
+@dataclass
+class KubeOnStartup:
+    report_pods: bool = True
+    cleanup_pods: bool = True
+    report_pvcs: bool = True
+    cleanup_pvcs: bool = True
+
+
+@dataclass
+class KubeInfrastructure:
+    on_exit: KubeOnExit = field(default_factory=KubeOnExit)
+    on_startup: KubeOnStartup = field(default_factory=KubeOnStartup)
+
+
+@dataclass
+class KubeOptions:
+    enable: bool = True
+    infrastructure: KubeInfrastructure = field(default_factory=KubeInfrastructure)
+    context: Optional[str] = None
+    namespace: Optional[str] = None
+    dask_cluster: DaskCluster = field(default_factory=DaskCluster)
+    service_account: str = "compute-runner"
+    kubectl_path: str = "kubectl"
+    volumes: Dict[str, KubeVolume] = field(default_factory=dict)
+    env: Dict[str, str] = field(default_factory=dict)
+    dir: Optional[str] = None
+    provisioning_timeout: int = 600
+    connection_timeout: int = 60
+    always_pull_images: bool = False
+    debug: KubeDebug = field(default_factory=KubeDebug)
+    job_pod: KubePodSpec = field(default_factory=KubePodSpec)
+    capture_logs_style: Optional[str] = "blue"
+    user: KubeUser = field(default_factory=KubeUser)
+    predefined_pod_specs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class SlurmOptions:
+    enable: bool = False
+    srun_path: Optional[str] = None
+    srun_opts: Dict[str, str] = field(default_factory=dict)
+    srun_opts_build: Optional[Dict[str, str]] = None
+    build_local: bool = True
+
+
+@dataclass
+class BackendOptions:
+    """The merged, typed backend settings of one step (``StimelaBackendOptions`` in Stimela)."""
+
+    select: List[str] = field(default_factory=lambda: list(DEFAULT_SELECT))
+    default_registry: str = "quay.io/stimela2"
+    override_registries: Dict[str, str] = field(default_factory=dict)
+    singularity: SingularityOptions = field(default_factory=SingularityOptions)
+    kube: KubeOptions = field(default_factory=KubeOptions)
+    native: NativeOptions = field(default_factory=NativeOptions)
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
+    rlimits: Dict[str, Any] = field(default_factory=dict)
+    verbose: int = 0
+    extras: Dict[str, Any] = field(default_factory=dict)  # docker / podman / airflow, unvalidated
+
+    @property
+    def wrapper(self) -> Optional[str]:
+        """``"slurm"`` when the slurm wrapper is enabled."""
+        return "slurm" if self.slurm.enable is True else None
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        extras = d.pop("extras")
+        d.update(extras)
+        return d

@@ -1,0 +1,41 @@
+# Environment for running the project's example Airflow setup.  Source it:
+#
+#     . scripts/airflow-env.sh
+#
+# - AIRFLOW_HOME        <repo>/.airflow-home (git-ignored) unless already set
+# - dags folder         <repo>/dags  (dags/stepcab_dags.py turns recipe folders into DAGs)
+# - recipe folders      STEPCAB_RECIPE_FOLDERS, default <repo>/example_recipes (os.pathsep separated)
+# - no Airflow example DAGs, a modest parallelism (standalone takes ~1.1 GiB at the default 32)
+# - the venv's bin first on PATH: `airflow standalone` spawns `airflow ...` subcommands by name
+#
+# Every variable keeps a value the caller already exported, so e.g.
+#     STEPCAB_RECIPE_FOLDERS=/my/recipes make airflow
+# works.  Works when sourced from bash or zsh; does not change shell options.
+
+if [ -n "${BASH_SOURCE:-}" ]; then
+    _stepcab_env_file="${BASH_SOURCE[0]}"
+elif [ -n "${ZSH_VERSION:-}" ]; then
+    # shellcheck disable=SC2296
+    _stepcab_env_file="${(%):-%x}"
+else
+    _stepcab_env_file="$0"
+fi
+STEPCAB_ROOT="${STEPCAB_ROOT:-$(cd "$(dirname "$_stepcab_env_file")/.." && pwd)}"
+unset _stepcab_env_file
+export STEPCAB_ROOT
+
+export AIRFLOW_HOME="${AIRFLOW_HOME:-$STEPCAB_ROOT/.airflow-home}"
+export AIRFLOW__CORE__DAGS_FOLDER="${AIRFLOW__CORE__DAGS_FOLDER:-$STEPCAB_ROOT/dags}"
+export STEPCAB_RECIPE_FOLDERS="${STEPCAB_RECIPE_FOLDERS:-$STEPCAB_ROOT/example_recipes}"
+export AIRFLOW__CORE__LOAD_EXAMPLES="${AIRFLOW__CORE__LOAD_EXAMPLES:-False}"
+export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-8}"
+export AIRFLOW__API__PORT="${AIRFLOW__API__PORT:-8080}"
+# New recipe files show up quickly in the example setup.
+export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="${AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL:-30}"
+
+STEPCAB_VENV="${STEPCAB_VENV:-$STEPCAB_ROOT/.venv}"
+export STEPCAB_VENV
+case ":$PATH:" in
+    *":$STEPCAB_VENV/bin:"*) ;;
+    *) export PATH="$STEPCAB_VENV/bin:$PATH" ;;
+esac

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Run an example recipe through real Airflow (dag.test() on the embedded SQLite default).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+recipe=${1:-example_recipes/wordcount.yml}
+workdir=${STEPCAB_DEMO_DIR:-$PWD/.stepcab/demo}
+mkdir -p "$workdir"
+export AIRFLOW_HOME=${AIRFLOW_HOME:-$PWD/.stepcab/airflow}
+echo "== stepcab demo: $recipe"
+echo "== working directory (outputs): $workdir"
+echo "== AIRFLOW_HOME (database, task logs): $AIRFLOW_HOME"
+cd "$workdir"
+"$OLDPWD/.venv/bin/stepcab" run "$OLDPWD/$recipe" "${@:2}"
+status=$?
+echo "== outputs in $workdir:"; ls -l "$workdir"
+echo "== task logs under $AIRFLOW_HOME/logs"
+exit $status
