@@ -4,7 +4,9 @@
 #
 # - AIRFLOW_HOME        <repo>/.airflow-home (git-ignored) unless already set
 # - dags folder         <repo>/dags  (dags/stepcab_dags.py turns recipe folders into DAGs)
-# - recipe folders      STEPCAB_RECIPE_FOLDERS, default <repo>/example_recipes (os.pathsep separated)
+# - recipe folders      STEPCAB_RECIPE_FOLDERS, default <repo>/example_recipes (os.pathsep separated),
+#                       mirrored into AIRFLOW__STEPCAB__RECIPE_FOLDERS
+# - run working dirs    AIRFLOW__STEPCAB__WORKDIR, default <repo>/.stepcab-work
 # - no Airflow example DAGs, a modest parallelism (standalone takes ~1.1 GiB at the default 32)
 # - the venv's bin first on PATH: `airflow standalone` spawns `airflow ...` subcommands by name
 #
@@ -27,6 +29,10 @@ export STEPCAB_ROOT
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$STEPCAB_ROOT/.airflow-home}"
 export AIRFLOW__CORE__DAGS_FOLDER="${AIRFLOW__CORE__DAGS_FOLDER:-$STEPCAB_ROOT/dags}"
 export STEPCAB_RECIPE_FOLDERS="${STEPCAB_RECIPE_FOLDERS:-$STEPCAB_ROOT/example_recipes}"
+# The same folders through the provider's own config option ([stepcab] recipe_folders).
+export AIRFLOW__STEPCAB__RECIPE_FOLDERS="${AIRFLOW__STEPCAB__RECIPE_FOLDERS:-$STEPCAB_RECIPE_FOLDERS}"
+# Working directories of scheduled runs ([stepcab] workdir), git-ignored.
+export AIRFLOW__STEPCAB__WORKDIR="${AIRFLOW__STEPCAB__WORKDIR:-$STEPCAB_ROOT/.stepcab-work}"
 export AIRFLOW__CORE__LOAD_EXAMPLES="${AIRFLOW__CORE__LOAD_EXAMPLES:-False}"
 export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-8}"
 export AIRFLOW__API__PORT="${AIRFLOW__API__PORT:-8080}"

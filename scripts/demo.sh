@@ -9,9 +9,10 @@ export AIRFLOW_HOME=${AIRFLOW_HOME:-$PWD/.stepcab/airflow}
 echo "== stepcab demo: $recipe"
 echo "== working directory (outputs): $workdir"
 echo "== AIRFLOW_HOME (database, task logs): $AIRFLOW_HOME"
+repo=$PWD
 cd "$workdir"
-"$OLDPWD/.venv/bin/stepcab" run "$OLDPWD/$recipe" "${@:2}"
-status=$?
+status=0
+"$repo/.venv/bin/stepcab" run "$repo/$recipe" "${@:2}" || status=$?
 echo "== outputs in $workdir:"; ls -l "$workdir"
 echo "== task logs under $AIRFLOW_HOME/logs"
 exit $status
