@@ -1,0 +1,257 @@
+"""The entry points for loading recipes: :func:`load_recipe` and :func:`load_all`.
+
+Results are cached, keyed by the arguments and validated by the content hash of *every* file
+that was read (main files and their includes, :attr:`LoadedConfig.files`), so that the DAG
+factory can re-parse a folder every 30 seconds cheaply. Cached objects are shared: callers must
+treat the returned recipes and configs as read-only (the resolver and planner copy what they change).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
+
+from .errors import Loc, Problem, Problems, RecipeError
+from .model import Recipe
+from .recipes import BuildContext, build_recipe
+
+PathArg = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
+YAML_SUFFIXES = (".yml", ".yaml")
+
+
+@dataclass
+class FileResult:
+    """Everything :func:`load_all` found in one file.
+
+    :param file: the file path as given (absolute when it came from a folder).
+    :param recipes: recipe name → :class:`Recipe` for every buildable top-level recipe.
+    :param default: the file's ``DEFAULT`` recipe name, if any.
+    :param problems: load problems plus problems of every recipe in the file.
+    :param config: the :class:`~.config.LoadedConfig`, ``None`` if loading failed outright.
+    """
+
+    file: str
+    recipes: dict = field(default_factory=dict)
+    default: Optional[str] = None
+    problems: Problems = field(default_factory=Problems)
+    config: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems.errors
+
+
+@dataclass
+class LoadResult:
+    """What :func:`load_recipe_result` returns: the chosen recipe, its config and all problems."""
+
+    recipe: Optional[Recipe]
+    config: Any
+    problems: Problems
+    name: Optional[str] = None
+
+
+# --------------------------------------------------------------------------- cache
+
+_CACHE_SIZE = 256
+_cache: "OrderedDict[Any, tuple[dict, Any]]" = OrderedDict()
+_lock = threading.RLock()
+
+
+def _digest(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def _cached(key: Any, make: Callable[[], tuple[Any, Iterable[str]]]) -> Any:
+    with _lock:
+        hit = _cache.get(key)
+        if hit is not None and all(_digest(f) == d for f, d in hit[0].items()):
+            _cache.move_to_end(key)
+            return hit[1]
+    value, files = make()
+    digests = {f: _digest(f) for f in files}
+    with _lock:
+        _cache[key] = (digests, value)
+        _cache.move_to_end(key)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return value
+
+
+def clear_cache() -> None:
+    """Forget every cached load (tests, or after changing ``STIMELA_INCLUDE``)."""
+    with _lock:
+        _cache.clear()
+
+
+def _env_key() -> tuple:
+    return (os.environ.get("STIMELA_INCLUDE", ""), os.getcwd())
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _as_list(paths: PathArg) -> list[str]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [os.fspath(paths)]
+    return [os.fspath(p) for p in paths]
+
+
+def expand_paths(paths: PathArg) -> list[str]:
+    """Files as given, folders expanded to their ``*.yml``/``*.yaml`` files (recursively, sorted)."""
+    out = []
+    for p in _as_list(paths):
+        if os.path.isdir(p):
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                out += [os.path.join(root, f) for f in sorted(files)
+                        if f.endswith(YAML_SUFFIXES) and not f.startswith(".")]
+        else:
+            out.append(p)
+    return out
+
+
+def _load_config(files: list[str], strict: bool, include_dirs: Sequence[str]) -> Any:
+    from .config import load_documents
+    return load_documents(files, include_dirs=tuple(include_dirs), strict=strict)
+
+
+def _config_files(config: Any, files: list[str]) -> list[str]:
+    return list(dict.fromkeys(list(files) + list(getattr(config, "files", None) or [])))
+
+
+def recipe_names(config: Any) -> list[str]:
+    return list(getattr(config, "recipe_names", None) or [])
+
+
+def file_recipe_names(config: Any) -> list[str]:
+    """Top-level recipes of a file, for :func:`load_all`. A file none of whose top-level keys has
+    ``steps`` is a library (cabs, parameter sections to include ...), not a recipe file: none."""
+    names = recipe_names(config)
+    lib = ((getattr(config, "tree", None) or {}).get("lib") or {}).get("recipes") or {}
+    if getattr(config, "default", None) or any(isinstance(lib.get(n), dict) and "steps" in lib[n] for n in names):
+        return names
+    return []
+
+
+def choose_recipe(config: Any, name: Optional[str] = None) -> str:
+    """The recipe to run: ``name``, else ``DEFAULT``, else the only recipe (Stimela's rule).
+
+    :raises RecipeError: when no single recipe can be chosen, listing the names.
+    """
+    names = recipe_names(config)
+    lib = ((getattr(config, "tree", None) or {}).get("lib") or {}).get("recipes") or {}
+    where = Loc(", ".join(getattr(config, "files", None) or []) or "<none>", 0)
+    if name is not None:
+        if name in lib:
+            return name
+        raise RecipeError(Problem(where, name, f"recipe '{name}' not found; recipes are: "
+                                  f"{', '.join(names) or '(none)'}", code="unknown-recipe"))
+    default = getattr(config, "default", None)
+    if default:
+        if default in lib:
+            return default
+        raise RecipeError(Problem(where, "DEFAULT", f"DEFAULT recipe '{default}' not found; recipes are: "
+                                  f"{', '.join(names) or '(none)'}", code="unknown-recipe"))
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise RecipeError(Problem(where, "", "no recipes found", code="no-recipe"))
+    raise RecipeError(Problem(where, "", f"several recipes and no DEFAULT; choose one of: {', '.join(names)}",
+                              code="ambiguous-recipe"))
+
+
+def _build_named(config: Any, names: Iterable[str], problems: Problems, strict: bool) -> dict:
+    ctx = BuildContext(config, problems, strict)
+    lib = ctx.lib_recipes()
+    out = {}
+    for name in names:
+        if name not in lib:
+            continue
+        try:
+            out[name] = build_recipe(name, lib[name], config, problems, _ctx=ctx)
+        except Exception as exc:  # noqa: BLE001 - never let one recipe break the rest
+            problems.error(Loc(str(getattr(lib[name], "loc", ("<unknown>",))[0]), 0), name,
+                           f"internal error while building recipe '{name}': {exc!r}", "internal")
+    return out
+
+
+# --------------------------------------------------------------------------- public API
+
+def load_recipe_result(paths: PathArg, name: Optional[str] = None, *, strict: bool = False,
+                       include_dirs: Sequence[str] = ()) -> LoadResult:
+    """Load ``paths`` (merged in order) and build the chosen recipe; never raises for recipe
+    problems (they are in :attr:`LoadResult.problems`), but does for an unchoosable recipe."""
+    files = _as_list(paths)
+    key = ("recipe", tuple(os.path.abspath(f) for f in files), name, strict, tuple(include_dirs), _env_key())
+
+    def make() -> tuple[LoadResult, list[str]]:
+        config = _load_config(files, strict, include_dirs)
+        problems = Problems()
+        problems.extend(getattr(config, "problems", None) or [])
+        try:
+            chosen = choose_recipe(config, name)
+        except RecipeError as exc:
+            problems.extend(exc.problems)
+            return LoadResult(None, config, problems, None), _config_files(config, files)
+        recipe = _build_named(config, [chosen], problems, strict).get(chosen)
+        return LoadResult(recipe, config, problems, chosen), _config_files(config, files)
+
+    return _cached(key, make)
+
+
+def load_recipe(paths: PathArg, name: Optional[str] = None, *, strict: bool = False,
+                include_dirs: Sequence[str] = ()) -> tuple[Recipe, Any]:
+    """Load recipe file(s) and build one recipe.
+
+    :param paths: a file or a list of files, merged in order (like ``stimela run a.yml b.yml``).
+    :param name: the recipe to build; default: ``DEFAULT``, else the only recipe.
+    :param strict: keys Stimela would reject are errors (else warnings).
+    :returns: ``(recipe, loaded_config)``.
+    :raises RecipeError: with every error found (warnings never raise).
+    """
+    result = load_recipe_result(paths, name, strict=strict, include_dirs=include_dirs)
+    if result.problems.errors or result.recipe is None:
+        raise RecipeError(result.problems.errors or [Problem(Loc(str(paths)), "", "no recipe")])
+    return result.recipe, result.config
+
+
+def load_file(path: str, *, strict: bool = False, include_dirs: Sequence[str] = ()) -> FileResult:
+    """Load one file and build every top-level recipe in it (see :func:`load_all`)."""
+    key = ("file", os.path.abspath(path), strict, tuple(include_dirs), _env_key())
+
+    def make() -> tuple[FileResult, list[str]]:
+        result = FileResult(file=path)
+        try:
+            config = _load_config([path], strict, include_dirs)
+        except RecipeError as exc:
+            result.problems.extend(exc.problems)
+            return result, [path]
+        except Exception as exc:  # noqa: BLE001 - a broken file never stops the others
+            result.problems.error(Loc(path, 0), "", f"internal error while loading: {exc!r}", "internal")
+            return result, [path]
+        result.config = config
+        result.default = getattr(config, "default", None)
+        result.problems.extend(getattr(config, "problems", None) or [])
+        result.recipes = _build_named(config, file_recipe_names(config), result.problems, strict)
+        if result.default and result.default not in result.recipes and result.default not in recipe_names(config):
+            result.problems.error(Loc(path, 0), "DEFAULT", f"DEFAULT recipe '{result.default}' not found",
+                                  "unknown-recipe")
+        return result, _config_files(config, [path])
+
+    return _cached(key, make)
+
+
+def load_all(paths: PathArg, *, strict: bool = False, include_dirs: Sequence[str] = ()) -> list[FileResult]:
+    """Load every file (folders are searched for ``*.yml``/``*.yaml``) independently.
+
+    A broken file is reported in its own :class:`FileResult` and never stops the others.
+    """
+    return [load_file(f, strict=strict, include_dirs=include_dirs) for f in expand_paths(paths)]
