@@ -92,7 +92,9 @@ def test_term_is_recorded_and_kills_the_command_group(tmp_path):
     proc = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     d = tmp_path / "job dir"
     deadline = time.monotonic() + 20
-    while not (d / "child.pid").exists() and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        if (d / "child.pid").exists() and (d / "child.pid").read_text().strip():
+            break
         time.sleep(0.05)
     grandchild = int((d / "child.pid").read_text())
     proc.send_signal(signal.SIGTERM)
