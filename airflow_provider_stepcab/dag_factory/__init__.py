@@ -1,0 +1,148 @@
+"""Turn Stimela recipe files into Airflow DAGs.
+
+Put ``dags/stepcab_dags.py`` (two lines calling :func:`build_dags`) into the DAGs folder; every
+recipe file next to it (and in the extra recipe folders) becomes DAGs. See :mod:`.discovery`
+(which files/recipes), :mod:`.naming` (dag and task ids), :mod:`.settings` (``opts.airflow``),
+:mod:`.params` (trigger form), :mod:`.builder` (DAG shape), :mod:`.dataflow` (parallel steps) and
+:mod:`.errors` (how broken recipes surface).
+
+Parsing is side-effect free: no DB, network or subprocess; recipe files are read through the
+recipe loader's content-hash cache; when Airflow parses the file to run one task
+(``get_parsing_context().dag_id`` is set) only the files that can produce that DAG are loaded and
+only that DAG is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Iterable, Optional
+
+from airflow_provider_stepcab.dag_factory.errors import RecipeImportError, raise_broken, report_broken
+from airflow_provider_stepcab.dag_factory.naming import dag_id_for, dag_id_may_come_from
+
+__all__ = ["build_dags", "RecipeImportError"]
+
+log = logging.getLogger("airflow_provider_stepcab.dag_factory")
+
+
+def _wanted_dag_id() -> Optional[str]:
+    try:
+        from airflow.sdk import get_parsing_context
+
+        return get_parsing_context().dag_id
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _resolve_operator_class(operator_class: Any) -> Any:
+    if operator_class is None:
+        from airflow_provider_stepcab.dag_factory.builder import default_operator_class
+
+        return default_operator_class()
+    if isinstance(operator_class, str):
+        import importlib
+
+        module, _, name = operator_class.replace(":", ".").rpartition(".")
+        return getattr(importlib.import_module(module), name)
+    return operator_class
+
+
+def _build_file(file: str, operator_class: Any, wanted: Optional[str], dags: dict, origins: dict,
+                broken: dict) -> None:
+    from airflow_provider_stepcab.dag_factory.builder import build_dag
+    from airflow_provider_stepcab.dag_factory.discovery import choose_recipes
+    from airflow_provider_stepcab.dag_factory.errors import report_warnings
+    from airflow_provider_stepcab.dag_factory.settings import airflow_section, parse_settings
+    from airflow_provider_stepcab.recipe.api import load_file
+    from airflow_provider_stepcab.recipe.errors import Loc, Problems
+
+    try:
+        result = load_file(file)
+    except Exception as exc:  # noqa: BLE001 - one file never breaks the others
+        from airflow_provider_stepcab.recipe.errors import Problem
+
+        broken[file] = [Problem(Loc(file, 0), "", f"internal error while loading: {exc!r}")]
+        return
+    choices, file_errors = choose_recipes(result)
+    if result.problems.warnings:
+        report_warnings(file, result.problems.warnings)
+    if file_errors and not choices:
+        broken.setdefault(file, []).extend(file_errors)
+    section = airflow_section(getattr(result.config, "tree", None))
+    for choice in choices:
+        problems = Problems()
+        problems.extend(choice.errors)
+        settings = parse_settings(section, choice.name, problems, loc=Loc(file, 0))
+        dag_id = dag_id_for(file, choice.name, is_default=choice.is_default, override=settings.dag_id)
+        if wanted is not None and dag_id != wanted:
+            continue
+        if dag_id in origins and not problems.errors:
+            problems.error(choice.recipe.loc, choice.name, f"dag_id '{dag_id}' is already used by recipe "
+                           f"'{origins[dag_id][1]}' of {origins[dag_id][0]}; set opts.airflow.dag_id",
+                           "airflow-dag-id-clash")
+        dag = None
+        if not problems.errors:
+            try:
+                dag = build_dag(dag_id=dag_id, recipe=choice.recipe, recipe_file=file, settings=settings,
+                                operator_class=operator_class, problems=problems)
+            except Exception as exc:  # noqa: BLE001 - e.g. Airflow rejecting a schedule
+                problems.error(choice.recipe.loc, choice.name, f"cannot build the DAG: {exc}", "airflow-build")
+        if problems.errors or dag is None:
+            for p in problems.errors:
+                if p not in broken.setdefault(file, []):
+                    broken[file].append(p)
+            continue
+        if problems.warnings:
+            report_warnings(file, [w for w in problems.warnings if w not in result.problems.warnings])
+        dags[dag_id] = dag
+        origins[dag_id] = (file, choice.name)
+
+
+def build_dags(globals_dict: Optional[dict] = None, *, folders: Optional[Iterable[str]] = None,
+               files: Optional[Iterable[str]] = None, operator_class: Any = None,
+               on_error: str = "report") -> dict:
+    """Build one DAG per recipe found (see :mod:`.discovery`) and return ``{dag_id: DAG}``.
+
+    :param globals_dict: the loader module's ``globals()``: DAGs are added to it, and its
+        ``__file__`` locates the default recipe folder and keys import errors.
+    :param folders: folders (or files) to search instead of the loader's folder + extra folders.
+    :param files: exact recipe files (skips discovery; for per-recipe shim loaders).
+    :param operator_class: step operator class or dotted path (default ``StepcabNativeOperator``);
+        it must accept ``recipe_file``, ``recipe_name``, ``step_path``, ``backend``, ``loop_value``.
+    :param on_error: ``"report"`` (default): broken recipe files become import errors of their own
+        path and the good DAGs are kept (:mod:`.errors`); ``"raise"``: raise
+        :class:`RecipeImportError` after building (Airflow then drops every DAG of the loader).
+    """
+    from airflow_provider_stepcab.dag_factory.discovery import default_folders, find_recipe_files
+
+    loader_file = (globals_dict or {}).get("__file__")
+    if files is not None:
+        paths = [os.path.abspath(f) for f in files]
+    else:
+        search = list(folders) if folders is not None else default_folders(loader_file)
+        paths = find_recipe_files(os.path.abspath(os.path.expanduser(f)) for f in search)
+    wanted = _wanted_dag_id()
+    op_class = _resolve_operator_class(operator_class)
+    dags: dict = {}
+    origins: dict = {}
+    broken: dict = {}
+    if wanted is not None:  # running one task: load only files that can produce that dag_id
+        for path in [p for p in paths if dag_id_may_come_from(wanted, p)]:
+            _build_file(path, op_class, wanted, dags, origins, broken)
+        if wanted not in dags:  # an opts.airflow.dag_id override: fall back to everything
+            for path in paths:
+                _build_file(path, op_class, wanted, dags, origins, broken)
+                if wanted in dags:
+                    break
+    else:
+        for path in paths:
+            _build_file(path, op_class, None, dags, origins, broken)
+    if globals_dict is not None:
+        globals_dict.update(dags)
+    if broken:
+        if on_error == "raise":
+            raise_broken(broken)
+        report_broken(broken, loader_file=loader_file)
+    log.debug("stepcab: %d DAG(s) from %d recipe file(s)", len(dags), len(paths))
+    return dags
