@@ -13,6 +13,7 @@ libyaml's C parser when it is available.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import yaml
@@ -107,8 +108,24 @@ def loc_of(container: Any, key: Any = None) -> Loc:
     return getattr(container, "loc", UNKNOWN_LOC)
 
 
+class _OmegaConfResolver(_BaseLoader):  # type: ignore[misc, valid-type]
+    """Plain scalars typed as Stimela sees them (it parses YAML through OmegaConf's loader):
+    ``1e-7``/``5E3`` (an exponent without a dot) are floats, and dates/timestamps stay strings."""
+
+
+_OmegaConfResolver.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
+}
+_OmegaConfResolver.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def _make_loader(filename: str) -> type:
-    class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+    class _Loader(_OmegaConfResolver):  # type: ignore[misc, valid-type]
         pass
 
     def _loc(node: yaml.Node) -> Loc:
