@@ -111,7 +111,14 @@ class Parameter:
     metadata: dict = field(default_factory=dict)
     suppress_cli_default: bool = False
     is_output: bool = False
+    given_fields: frozenset = frozenset()  # schema fields written explicitly (for alias merging)
     loc: Loc = UNKNOWN_LOC
+
+    @property
+    def is_named_output(self) -> bool:
+        """An output that is a file type and not implicit: passed on the command line."""
+        return bool(self.is_output and self.dtype is not None and self.dtype.is_file
+                    and (self.implicit is UNSET or not self.implicit))
 
 
 @dataclass
