@@ -5,7 +5,9 @@ Nothing here imports Airflow at module import time; subcommands that need it imp
 * ``stepcab validate PATH... [--strict]`` — one line per problem, ``file:line: key.path: message``;
   exit status 1 if there are errors, 0 with warnings only. Folders are searched for YAML files.
 * ``stepcab plan FILE... [--recipe NAME] [--backend B] [-p NAME=VALUE ...] [--json]``
+* ``stepcab plan FILE... --script [--backend native|singularity|podman|docker]`` — a shell script.
 * ``stepcab doc NAME [FILE...]`` — the schema of a cab or recipe as a table.
+* ``stepcab build FILE... [-r]`` — build/pull the container images (:mod:`.build_cli`).
 """
 
 from __future__ import annotations
@@ -97,12 +99,32 @@ def cmd_plan(args: argparse.Namespace) -> int:
     errors, _ = _print_problems(result.problems, sys.stderr)
     if result.recipe is None or errors:
         return EXIT_ERRORS
+    if args.script:
+        return _plan_script(args, result, params)
     plan = plan_recipe(result.recipe, result.config, params, backend=args.backend, strict=args.strict)
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
     else:
         print(_format_plan(plan))
     errors, _ = _print_problems(plan.problems, sys.stderr)
+    return EXIT_ERRORS if errors else EXIT_OK
+
+
+def _plan_script(args: argparse.Namespace, result: Any, params: dict) -> int:
+    """``plan --script``: a shell script running the steps (see :mod:`.plan.script`)."""
+    import os
+
+    from .plan.script import recipe_script
+    from .runtime.containers import LocalFs
+    try:
+        text, problems = recipe_script(result.recipe, result.config, params, backend=args.backend,
+                                       cwd=os.path.abspath(args.workdir or os.getcwd()), fs=LocalFs(),
+                                       header="files: " + " ".join(args.files))
+    except ValueError as exc:
+        print(f"stepcab plan: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(text, end="")
+    errors, _ = _print_problems(problems, sys.stderr)
     return EXIT_ERRORS if errors else EXIT_OK
 
 
@@ -205,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--param", action="append", type=parse_param, metavar="NAME=VALUE",
                    help="recipe input or step.param; VALUE is read as YAML")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--script", action="store_true",
+                   help="print a shell script running the steps (-b native|singularity|podman|docker)")
+    p.add_argument("--workdir", metavar="DIR", help="with --script: directory the steps run in (default: here)")
     common(p)
     p.set_defaults(func=cmd_plan)
 
@@ -213,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="*", metavar="FILE", help="files defining it (e.g. '(cultcargo)wsclean.yml')")
     common(p)
     p.set_defaults(func=cmd_doc)
+
+    from .build_cli import add_build_parser
+    add_build_parser(sub, common)
     return parser
 
 

@@ -47,6 +47,40 @@ class SingularityOptions:
     bind_dirs: Dict[str, BindDir] = field(default_factory=dict)
     env: Dict[str, str] = field(default_factory=dict)
     ephemeral: Dict[str, str] = field(default_factory=dict)
+    # stepcab extensions (Stimela 2.1.4 rejects these keys)
+    nv: bool = False                                        # --nv (NVIDIA GPUs)
+    extra_options: List[str] = field(default_factory=list)  # more `exec` options, before the binds
+
+
+@dataclass
+class PodmanOptions:
+    """stepcab's ``podman`` (and ``docker``) backend section (not part of Stimela).
+
+    Binds, ``env``, ``bind_tmp`` and ``ephemeral`` mean what they mean for Singularity.
+    """
+
+    enable: bool = True
+    executable: Optional[str] = None          # default: the section name (podman / docker) on PATH
+    root: Optional[str] = None                # podman --root (storage)
+    runroot: Optional[str] = None             # podman --runroot
+    runtime: Optional[str] = None             # podman --runtime, e.g. runc
+    global_options: List[str] = field(default_factory=list)   # before `run`, e.g. [--cgroup-manager, cgroupfs]
+    network: Optional[str] = "none"
+    user: Optional[str] = "auto"              # auto: --user <uid>:<gid> of the worker; "" / none: image default
+    userns: Optional[str] = None
+    ulimits: Dict[str, str] = field(default_factory=dict)     # {nofile: "1024:1024"} -> --ulimit nofile=1024:1024
+    memory: Optional[str] = None              # --memory
+    cpus: Optional[str] = None                # --cpus
+    devices: List[str] = field(default_factory=list)          # --device
+    pull: Optional[str] = None                # --pull (always|missing|never|newer)
+    auto_pull: bool = True                    # pull a missing image before the run
+    extra_options: List[str] = field(default_factory=list)    # more `run` options, before the image
+    stop_timeout: int = 10                    # seconds `stop -t` waits when the task is killed
+    bind_tmp: Union[bool, str] = True
+    clean_tmp: bool = True
+    bind_dirs: Dict[str, BindDir] = field(default_factory=dict)
+    env: Dict[str, str] = field(default_factory=dict)
+    ephemeral: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -22,15 +22,18 @@ from typing import Any, Dict, List, Optional, Union
 
 from .backend_schema import (  # noqa: F401 - re-exported
     DEFAULT_SELECT, BackendOptions, BindDir, DaskCluster, KubeDebug, KubeInfrastructure, KubeOptions,
-    KubePodSpec, KubeUser, KubeVolume, NativeOptions, PodLimits, SingularityOptions, SlurmOptions,
+    KubePodSpec, KubeUser, KubeVolume, NativeOptions, PodLimits, PodmanOptions, SingularityOptions, SlurmOptions,
 )
 from .errors import UNKNOWN_LOC, Loc, Problems
 from .yamlio import CMap, loc_of
 
-#: backends Stimela 2.1.4 can select (``slurm`` is a wrapper, not a selectable backend)
-SELECTABLE = ("singularity", "kube", "native")
+#: backends Stimela 2.1.4 can select (``slurm`` is a wrapper, not a selectable backend),
+#: plus stepcab's container engines ``podman``/``docker`` (settings in :attr:`BackendOptions.extras`)
+SELECTABLE = ("singularity", "kube", "native", "podman", "docker")
 #: backends that need a container image in the cab
-NEEDS_IMAGE = ("singularity", "kube")
+NEEDS_IMAGE = ("singularity", "kube", "podman", "docker")
+#: selectable backends whose settings stay raw in :attr:`BackendOptions.extras`
+ENGINE_SECTIONS = ("podman", "docker")
 #: sections accepted without a schema
 EXTRA_SECTIONS = ("docker", "podman", "airflow")
 
@@ -273,9 +276,13 @@ def select_backend(opts: BackendOptions, cab: Any = None,
     excuses: dict = {}
     for name in opts.select or DEFAULT_SELECT:
         sub = getattr(opts, name, None) if name in SELECTABLE else None
+        enable = getattr(sub, "enable", True)
+        if name in ENGINE_SECTIONS:
+            section = opts.extras.get(name)
+            enable = section.get("enable", True) if isinstance(section, dict) else True
         if name not in SELECTABLE:
             excuses[name] = "unknown backend"
-        elif getattr(sub, "enable", True) is False:
+        elif enable is False:
             excuses[name] = "disabled"
         elif available is not None and name not in available:
             excuses[name] = "not available"
@@ -286,8 +293,16 @@ def select_backend(opts: BackendOptions, cab: Any = None,
     return None, excuses
 
 
+def engine_options(opts: BackendOptions, name: str = "podman", *, problems: Optional[Problems] = None,
+                   strict: bool = False) -> PodmanOptions:
+    """The typed :class:`PodmanOptions` of the ``podman`` or ``docker`` section kept raw in
+    :attr:`BackendOptions.extras` (unknown keys: warnings, errors with ``strict``)."""
+    node = (opts.extras or {}).get(name) if opts is not None else None
+    return _Parser(problems, strict).dataclass(PodmanOptions, node, f"backend.{name}", loc_of(node))
+
+
 __all__ = [
     "BackendOptions", "NativeOptions", "SingularityOptions", "KubeOptions", "SlurmOptions", "BindDir",
     "KubeVolume", "KubePodSpec", "merge_backend_layers", "parse_backend_options", "effective_backend",
-    "select_list", "select_backend", "SELECTABLE", "EXTRA_SECTIONS",
+    "select_list", "select_backend", "SELECTABLE", "EXTRA_SECTIONS", "PodmanOptions", "engine_options",
 ]

@@ -1,0 +1,131 @@
+"""Run a cab step in Singularity/Apptainer (Stimela's ``singularity`` backend).
+
+Run-time resolution is the base's (:class:`~.base.StepcabBaseOperator`); only the mechanism
+differs from the native operator:
+
+1. the executable is found when the task runs (``backend.singularity.executable``, else
+   ``apptainer``, else ``singularity`` on ``PATH``);
+2. the ``exec`` command line is planned by
+   :func:`~airflow_provider_stepcab.plan.singularity.singularity_argv_for_step` (Stimela 2.1.4's
+   argv, plus ``management.environment`` in ``--env``);
+3. a missing image is built (``auto_build``; ``rebuild`` forces it) with
+   ``<exe> build <simg> docker://<image>``;
+4. bind sources are checked, ``mkdir`` binds created, fresh temporary directories made for ``/tmp``
+   and ephemeral binds (removed afterwards unless ``clean_tmp`` is off);
+5. the process runs in its own process group, its output through the cab's wranglers into the
+   task log; :meth:`StepcabSingularityOperator.on_kill` and ``execution_timeout`` kill the group.
+
+Importing this module registers the ``singularity`` runner (used when a trigger-time ``conf``
+selects singularity for a task of another class) if an executable is on ``PATH`` at that moment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowException
+
+from airflow_provider_stepcab.operators import native as _native  # noqa: F401 - registers the native runner
+from airflow_provider_stepcab.operators.base import StepcabBaseOperator, register_backend_runner
+from airflow_provider_stepcab.operators.resolve import ResolvedStep
+
+#: images (re)built by this worker process: ``rebuild`` happens once per process, as in Stimela
+_REBUILT: set = set()
+
+
+class StepcabSingularityOperator(StepcabBaseOperator):
+    """Run one recipe step with ``singularity exec`` / ``apptainer exec``.
+
+    :param recipe_file: absolute path of the recipe's main file.
+    :param recipe_name: the recipe inside that file.
+    :param step_path: labels from the top recipe down to the cab step.
+    :param backend: parse-time backend preference (a trigger-time conf override wins); by default
+        the recipe's ``select`` decides, as in Stimela (``singularity,native``: cabs without an
+        image run natively).
+    :param loop_value: this task's ``for_loop`` value when mapped over a loop.
+    """
+
+    mechanism = "singularity"
+    ui_color = "#e3ecf7"
+
+    def __init__(self, *, recipe_file: str, recipe_name: str, step_path: Any, backend: Any = None,
+                 loop_value: Any = None, **kwargs: Any) -> None:
+        super().__init__(recipe_file=recipe_file, recipe_name=recipe_name, step_path=step_path,
+                         backend=backend, loop_value=loop_value, **kwargs)
+        self._runner: Any = None
+
+    def run_step(self, step: ResolvedStep, context: Any) -> Any:
+        return run_singularity(self, step, context)
+
+    def on_kill(self) -> None:
+        """Kill the step's process group (the container processes are its members)."""
+        runner = self._runner
+        if runner is not None:
+            self.log.info("on_kill: killing the singularity process group")
+            runner.kill()
+
+
+def task_logger(op: Any) -> Any:
+    """``log(level, text)`` writing into the task log."""
+    task_log = op.log
+
+    def show(level: int, line: str) -> None:
+        task_log.log(level, "%s", line)
+
+    return show
+
+
+def run_singularity(op: StepcabBaseOperator, step: ResolvedStep, context: Any) -> Any:
+    """Run ``step`` in Singularity, streaming into ``op``'s log; return the ``RunResult``."""
+    from airflow_provider_stepcab.plan.images import ImageError, images_section
+    from airflow_provider_stepcab.plan.singularity import ContainerPlanError, singularity_argv_for_step
+    from airflow_provider_stepcab.recipe.wranglers import Wranglers
+    from airflow_provider_stepcab.runtime import containers as C
+
+    opts = step.backend
+    sing = opts.singularity
+    show = task_logger(op)
+    cwd = str(step.workdir.path)
+    try:
+        exe = C.find_singularity(sing.executable)
+        command = C.container_command_argv(step.cab, step.params, step.ns)
+        plan = singularity_argv_for_step(step.cab, step.params, command, backend=opts, cwd=cwd, fs=C.LocalFs(),
+                                         executable=exe, images=images_section(step.config), extra_env=step.env)
+        C.ensure_singularity_image(plan, log=show, auto_build=bool(sing.auto_build), rebuild=bool(sing.rebuild),
+                                   rebuilt=_REBUILT)
+    except (C.ContainerError, ContainerPlanError, ImageError) as exc:
+        raise AirflowException(f"step {step.fqname}: {exc}") from None
+    timeout = op.execution_timeout.total_seconds() if op.execution_timeout else None
+    runner = C.ContainerRunner(rlimits=opts.rlimits or None)
+    if isinstance(op, StepcabSingularityOperator):
+        op._runner = runner
+    try:
+        with C.prepared_mounts(plan, clean_tmp=bool(sing.clean_tmp), log=show) as argv:
+            op.log.info("running: %s", " ".join(argv))
+            return C.run_container(argv, runner=runner, log=show, cwd=cwd, env=dict(os.environ),
+                                   timeout=timeout, wranglers=Wranglers.for_cab(step.cab),
+                                   command_name=os.path.basename(command[0]) if command else None)
+    except C.ContainerError as exc:
+        raise AirflowException(f"step {step.fqname}: {exc}") from None
+    except BaseException:
+        runner.kill()  # Airflow's own timeout / SIGTERM landed here: leave no orphans
+        raise
+    finally:
+        if isinstance(op, StepcabSingularityOperator):
+            op._runner = None
+
+
+def _register() -> None:
+    from airflow_provider_stepcab.runtime.containers import RuntimeMissing, find_singularity
+
+    try:
+        find_singularity()
+    except RuntimeMissing:
+        logging.getLogger(__name__).debug("no apptainer/singularity on PATH: runner not registered")
+        return
+    register_backend_runner("singularity", run_singularity)
+
+
+_register()
