@@ -6,9 +6,20 @@
 #   scripts/cluster/cluster.sh down      stop everything it started
 #   scripts/cluster/cluster.sh status    print what runs
 #   scripts/cluster/cluster.sh conn      print the Airflow SSH connection (JSON) for the cluster user
+#   scripts/cluster/cluster.sh health    exit 0 when this node's daemons answer (container health checks)
+#   scripts/cluster/cluster.sh render    only write this role's configs into $STEPCAB_CLUSTER_DIR/etc
 #
-# One source of truth: docker/ images reuse the templates in this folder. Runs as root.
+# One source of truth: docker/ images reuse this script and the templates in this folder. Runs as root.
 # State (configs, keys, logs, pid files) lives in $STEPCAB_CLUSTER_DIR (default /var/tmp/stepcab-cluster).
+#
+# Roles (STEPCAB_CLUSTER_ROLE), for clusters of several hosts or containers (docker/compose.yaml):
+#   all      (default) everything on 127.0.0.1, one static node: the test cluster
+#   login    munge, MariaDB + slurmdbd, slurmctld (configless, dynamic nodes) and sshd on all interfaces
+#   compute  munge and `slurmd -Z`: a dynamic node that fetches slurm.conf from the controller and
+#            registers itself under its host name, so any number of them can join
+# login and compute need STEPCAB_CLUSTER_SHARED, a directory every node mounts (the login node writes
+# the munge key and the cluster user's SSH key pair there); compute needs STEPCAB_CLUSTER_CONTROLLER
+# (the login node's host name). STEPCAB_CLUSTER_UID fixes the cluster user's uid on every node.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -17,8 +28,23 @@ SSH_PORT=${STEPCAB_SSH_PORT:-2222}
 CLUSTER_USER=${STEPCAB_CLUSTER_USER:-stepcab}
 DB_PORT=${STEPCAB_DB_PORT:-3307}
 WITH_DBD=${STEPCAB_WITH_SLURMDBD:-1}
-PKGS=(slurm-wlm munge openssh-server)
+ROLE=${STEPCAB_CLUSTER_ROLE:-all}
+SHARED=${STEPCAB_CLUSTER_SHARED:-}
+CONTROLLER=${STEPCAB_CLUSTER_CONTROLLER:-}
+CLUSTER_UID=${STEPCAB_CLUSTER_UID:-}
+MAX_NODES=${STEPCAB_CLUSTER_MAX_NODES:-64}
+case "$ROLE" in
+  all) PKGS=(slurm-wlm munge openssh-server) ;;
+  login) PKGS=(slurmctld slurm-client munge openssh-server) ;;
+  compute) PKGS=(slurmd slurm-client munge); WITH_DBD=0 ;;
+  *) echo "STEPCAB_CLUSTER_ROLE must be all, login or compute (not $ROLE)" >&2; exit 2 ;;
+esac
 [ "$WITH_DBD" = 1 ] && PKGS+=(slurmdbd mariadb-server)
+if [ "$ROLE" = all ]; then
+  SSH_LISTEN=127.0.0.1; KEYDIR=$STATE/ssh
+else
+  SSH_LISTEN=0.0.0.0; KEYDIR=${SHARED:-$STATE}/ssh
+fi
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 
@@ -40,7 +66,8 @@ render() {  # render TEMPLATE > DEST substituting @VAR@ placeholders
   local src=$1 dest=$2
   sed -e "s|@STATE@|$STATE|g" -e "s|@HOST@|$(hostname -s)|g" -e "s|@NODELINE@|$NODELINE|g" \
       -e "s|@SSH_PORT@|$SSH_PORT|g" -e "s|@DB_PORT@|$DB_PORT|g" -e "s|@USER@|$CLUSTER_USER|g" \
-      -e "s|@ACCOUNTING@|$ACCOUNTING|g" "$src" > "$dest"
+      -e "s|@ACCOUNTING@|$ACCOUNTING|g" -e "s|@CTLD@|$CTLD|g" -e "s|@SSH_LISTEN@|$SSH_LISTEN|g" \
+      -e "s|@CLUSTER_EXTRA@|$CLUSTER_EXTRA|g" "$src" > "$dest"
 }
 
 pidfile() {
@@ -63,20 +90,40 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 }
 
 setup_user() {
-  id "$CLUSTER_USER" >/dev/null 2>&1 || useradd -m -s /bin/bash "$CLUSTER_USER"
+  if ! id "$CLUSTER_USER" >/dev/null 2>&1; then
+    # shellcheck disable=SC2046  # no uid option unless STEPCAB_CLUSTER_UID is set
+    useradd -m -s /bin/bash $([ -n "$CLUSTER_UID" ] && echo "-u $CLUSTER_UID") "$CLUSTER_USER" 2>/dev/null
+  fi
   usermod -p '*' "$CLUSTER_USER"   # a locked (!) account is refused by sshd even with a key
+  [ "$ROLE" = compute ] && return 0   # compute nodes run jobs; only the login node takes SSH logins
   local home; home=$(getent passwd "$CLUSTER_USER" | cut -d: -f6)
-  mkdir -p "$STATE/ssh" "$home/.ssh"
-  [ -f "$STATE/ssh/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -f "$STATE/ssh/id_ed25519" -C stepcab-tests
+  mkdir -p "$STATE/ssh" "$KEYDIR" "$home/.ssh"
+  [ -f "$KEYDIR/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -f "$KEYDIR/id_ed25519" -C stepcab-tests
   [ -f "$STATE/ssh/host_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -f "$STATE/ssh/host_ed25519"
-  cp "$STATE/ssh/id_ed25519.pub" "$home/.ssh/authorized_keys"
+  cp "$KEYDIR/id_ed25519.pub" "$home/.ssh/authorized_keys"
   chown -R "$CLUSTER_USER:" "$home/.ssh"; chmod 700 "$home/.ssh"; chmod 600 "$home/.ssh/authorized_keys"
-  chmod 600 "$STATE/ssh/id_ed25519"
+  chmod 600 "$KEYDIR/id_ed25519"
+  # shared with the clients (Airflow runs as the same uid in docker/compose.yaml)
+  [ "$ROLE" = login ] && chown "$CLUSTER_USER:" "$KEYDIR/id_ed25519" "$KEYDIR/id_ed25519.pub"
+  return 0
+}
+
+share_munge_key() {  # login: publish this cluster's key (made once); compute: wait for it and install it
+  [ "$ROLE" = all ] && return 0
+  [ -n "$SHARED" ] || { log "role $ROLE needs STEPCAB_CLUSTER_SHARED"; exit 2; }
+  mkdir -p "$SHARED" /etc/munge
+  if [ "$ROLE" = login ] && [ ! -s "$SHARED/munge.key" ]; then
+    mungekey --create --keyfile="$SHARED/munge.key.tmp" --force
+    mv "$SHARED/munge.key.tmp" "$SHARED/munge.key"   # atomic: compute nodes never see half a key
+  fi
+  wait_for 300 "$SHARED/munge.key" test -s "$SHARED/munge.key"
+  install -m 0400 "$SHARED/munge.key" /etc/munge/munge.key
 }
 
 start_munge() {
   alive munged && return 0
   mkdir -p /etc/munge /run/munge /var/lib/munge /var/log/munge
+  share_munge_key
   [ -f /etc/munge/munge.key ] || mungekey --create --keyfile=/etc/munge/munge.key
   chown -R munge: /etc/munge /run/munge /var/lib/munge /var/log/munge
   chmod 0700 /etc/munge; chmod 0400 /etc/munge/munge.key
@@ -110,11 +157,21 @@ SQL
   fi
 }
 
+start_compute() {  # a dynamic node: config from the controller (configless), registers itself
+  [ -n "$CONTROLLER" ] || { log "role compute needs STEPCAB_CLUSTER_CONTROLLER"; exit 2; }
+  wait_for 300 "slurmctld on $CONTROLLER" bash -c "exec 3<>/dev/tcp/$CONTROLLER/6817"
+  if ! alive slurmd; then
+    /usr/sbin/slurmd -Z --conf-server "$CONTROLLER" --conf "Feature=compute"
+  fi
+  wait_for 60 slurmd alive slurmd
+}
+
 start_slurm() {
+  [ "$ROLE" = compute ] && { start_compute; return 0; }
   if ! alive slurmctld; then
     SLURM_CONF="$STATE/etc/slurm.conf" /usr/sbin/slurmctld -f "$STATE/etc/slurm.conf" -i
   fi
-  if ! alive slurmd; then
+  if [ "$ROLE" = all ] && ! alive slurmd; then
     SLURM_CONF="$STATE/etc/slurm.conf" /usr/sbin/slurmd -f "$STATE/etc/slurm.conf"
   fi
   if [ "$WITH_DBD" = 1 ]; then  # register the cluster and the test user for accounting (idempotent)
@@ -124,14 +181,41 @@ start_slurm() {
     SLURM_CONF="$STATE/etc/slurm.conf" sacctmgr -i add user "$CLUSTER_USER" account=tests >/dev/null 2>&1 || true
     SLURM_CONF="$STATE/etc/slurm.conf" sacctmgr -i add user root account=tests >/dev/null 2>&1 || true
   fi
-  wait_for 60 "an idle node" bash -c "SLURM_CONF='$STATE/etc/slurm.conf' sinfo -h -o %T | grep -qx idle"
+  if [ "$ROLE" = all ]; then
+    wait_for 60 "an idle node" bash -c "SLURM_CONF='$STATE/etc/slurm.conf' sinfo -h -o %T | grep -qx idle"
+  else
+    wait_for 60 slurmctld env SLURM_CONF="$STATE/etc/slurm.conf" scontrol ping
+  fi
 }
 
 start_sshd() {
+  [ "$ROLE" = compute ] && return 0
   alive sshd && return 0
   mkdir -p /run/sshd
   /usr/sbin/sshd -f "$STATE/etc/sshd_config" -E "$STATE/log/sshd.log"
   wait_for 10 sshd bash -c "exec 3<>/dev/tcp/127.0.0.1/$SSH_PORT"
+  return 0
+}
+
+render_configs() {  # slurm.conf, sshd_config, slurmdbd.conf for this role into $STATE/etc
+  mkdir -p "$STATE/etc"
+  ACCOUNTING=none
+  [ "$WITH_DBD" = 1 ] && ACCOUNTING=slurmdbd
+  CTLD="$(hostname -s)(127.0.0.1)"
+  CLUSTER_EXTRA="# single node: see NodeName below"
+  if [ "$ROLE" = all ]; then
+    NODELINE=$(slurmd -C | head -n 1 | sed -e "s/NodeName=[^ ]*/NodeName=$(hostname -s) NodeAddr=127.0.0.1/")
+  else  # nodes join at run time (slurmd -Z) and take their slurm.conf from slurmctld
+    CTLD=$(hostname -s)
+    NODELINE="# no static nodes: compute nodes register with slurmd -Z (role compute)"
+    CLUSTER_EXTRA="SlurmctldParameters=enable_configless\nMaxNodeCount=$MAX_NODES\nTreeWidth=65533\nCommunicationParameters=NoAddrCache"
+  fi
+  render "$HERE/slurm.conf.in" "$STATE/etc/slurm.conf"
+  render "$HERE/sshd_config.in" "$STATE/etc/sshd_config"
+  if [ "$WITH_DBD" = 1 ]; then
+    render "$HERE/slurmdbd.conf.in" "$STATE/etc/slurmdbd.conf"
+    chmod 600 "$STATE/etc/slurmdbd.conf"
+  fi
 }
 
 cmd_up() {
@@ -139,15 +223,14 @@ cmd_up() {
   cmd_install
   mkdir -p "$STATE"/{etc,run,log,spool/ctld,spool/d,work}
   chmod 1777 "$STATE/work"
-  NODELINE=$(slurmd -C | head -n 1 | sed -e "s/NodeName=[^ ]*/NodeName=$(hostname -s) NodeAddr=127.0.0.1/")
-  ACCOUNTING=none
-  [ "$WITH_DBD" = 1 ] && ACCOUNTING=slurmdbd
-  render "$HERE/slurm.conf.in" "$STATE/etc/slurm.conf"
-  render "$HERE/sshd_config.in" "$STATE/etc/sshd_config"
-  if [ "$WITH_DBD" = 1 ]; then
-    render "$HERE/slurmdbd.conf.in" "$STATE/etc/slurmdbd.conf"
-    chmod 600 "$STATE/etc/slurmdbd.conf"
+  if [ "$ROLE" = compute ]; then  # slurm.conf comes from the controller (configless)
+    setup_user
+    start_munge
+    start_slurm
+    log "up: compute node $(hostname -s) registered with $CONTROLLER"
+    return 0
   fi
+  render_configs
   # Commands on the cluster find the config without SLURM_CONF being passed over SSH.
   mkdir -p /etc/slurm
   [ -e /etc/slurm/slurm.conf ] && ! [ -L /etc/slurm/slurm.conf ] && mv /etc/slurm/slurm.conf /etc/slurm/slurm.conf.orig
@@ -157,7 +240,7 @@ cmd_up() {
   start_db
   start_slurm
   start_sshd
-  log "up: ssh -p $SSH_PORT -i $STATE/ssh/id_ed25519 $CLUSTER_USER@127.0.0.1 (work dir $STATE/work)"
+  log "up: ssh -p $SSH_PORT -i $KEYDIR/id_ed25519 $CLUSTER_USER@127.0.0.1 (work dir $STATE/work)"
 }
 
 cmd_down() {
@@ -181,8 +264,18 @@ cmd_status() {
 }
 
 cmd_conn() {
-  printf '{"conn_type": "ssh", "host": "127.0.0.1", "port": %s, "login": "%s", "extra": {"key_file": "%s", "no_host_key_check": true}}\n' \
-    "$SSH_PORT" "$CLUSTER_USER" "$STATE/ssh/id_ed25519"
+  local host=127.0.0.1
+  [ "$ROLE" = all ] || host=${CONTROLLER:-$(hostname -s)}
+  printf '{"conn_type": "ssh", "host": "%s", "port": %s, "login": "%s", "extra": {"key_file": "%s", "no_host_key_check": true}}\n' \
+    "$host" "$SSH_PORT" "$CLUSTER_USER" "$KEYDIR/id_ed25519"
+}
+
+cmd_health() {
+  alive munged || return 1
+  case "$ROLE" in
+    compute) alive slurmd ;;
+    *) alive slurmctld && alive sshd && SLURM_CONF="$STATE/etc/slurm.conf" scontrol ping >/dev/null 2>&1 ;;
+  esac
 }
 
 case "${1:-}" in
@@ -191,5 +284,7 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   conn) cmd_conn ;;
-  *) echo "usage: $0 install|up|down|status|conn" >&2; exit 2 ;;
+  health) cmd_health ;;
+  render) render_configs ;;
+  *) echo "usage: $0 install|up|down|status|conn|health|render" >&2; exit 2 ;;
 esac
