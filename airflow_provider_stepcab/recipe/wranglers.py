@@ -49,6 +49,7 @@ from typing import Any, Iterable, Optional
 import yaml
 
 from .errors import UNKNOWN_LOC, Loc, Problems
+from .yamlio import loc_of
 
 #: What Python flavours print in front of the JSON of their outputs.
 CAB_OUTPUT_PREFIX = "### YIELDING CAB OUTPUT ## "
@@ -136,7 +137,7 @@ class Suppress(Action):
         return None
 
 
-class Warning_(Action):
+class DeclareWarning(Action):
     def __init__(self, regex, spec, arg):
         super().__init__(regex, spec)
         self.message = arg
@@ -147,7 +148,7 @@ class Warning_(Action):
         return text
 
 
-class Error(Action):
+class DeclareError(Action):
     def __init__(self, regex, spec, arg=None):
         super().__init__(regex, spec)
         self.message = arg
@@ -235,8 +236,8 @@ _SPECIFIERS: list = [
     (re.compile(r"HIGHLIGHT:(?P<arg>.*)"), Highlight),
     (re.compile(r"SEVERITY:(?P<arg>ERROR|WARNING|INFO|DEBUG|CRITICAL|FATAL)"), Severity),
     (re.compile(r"SUPPRESS"), Suppress),
-    (re.compile(r"WARNING:(?P<arg>.*)"), Warning_),
-    (re.compile(r"ERROR(?::(?P<arg>.*))?"), Error),
+    (re.compile(r"WARNING:(?P<arg>.*)"), DeclareWarning),
+    (re.compile(r"ERROR(?::(?P<arg>.*))?"), DeclareError),
     (re.compile(r"DECLARE_SUCCESS"), DeclareSuccess),
     (re.compile(r"PARSE_OUTPUT:((?P<name>.*):)?(?P<group>.*):(?P<dtype>%s)" % "|".join(_LOADERS)),
      ParseOutput),
@@ -367,7 +368,7 @@ def flavour_wranglers(flavour: Any, *, verbose: bool = False) -> Wranglers:
         actions = [ParseJSONOutputDict(prefix, "PARSE_JSON")]
     elif kind == "casa-task":
         casa = re.compile(CASA_ERROR_PATTERN)
-        return Wranglers([(casa, [Error(casa, "ERROR", "CASA error: {content}")])])
+        return Wranglers([(casa, [DeclareError(casa, "ERROR", "CASA error: {content}")])])
     if not actions:
         return Wranglers()
     if not verbose:
@@ -413,7 +414,5 @@ class WranglerState:
 
 
 def _loc(container: Any, key: Any, fallback: Optional[Loc]) -> Loc:
-    from .yamlio import loc_of
-
     loc = loc_of(container, key)
     return fallback if loc == UNKNOWN_LOC and fallback is not None else loc

@@ -1,0 +1,243 @@
+"""Run a command in its own process group and stream its output line by line.
+
+:func:`run_streaming` starts the argv with ``start_new_session=True`` (so the
+child leads a new process group), reads stdout and stderr in two threads and
+hands every line to ``on_line(stream, text)`` on the *calling* thread, in the
+order the lines arrived (order within one stream is always preserved). Bytes
+are decoded as UTF-8 with ``errors="replace"``; the line ending is removed; a
+final line without a newline is delivered too.
+
+The whole group is killed (SIGTERM, then SIGKILL after a grace period) on
+timeout or when :meth:`ProcessHandle.kill` is called, e.g. from Airflow's
+``on_kill`` in another thread. No Airflow import here.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from typing import Callable, Mapping, Optional, Sequence
+
+#: Longest chunk delivered as one line; longer lines are split.
+MAX_LINE_BYTES = 1 << 20
+
+_EOF = object()
+
+
+class ExecutableNotFound(FileNotFoundError):
+    """The program to run does not exist or is not executable."""
+
+    def __init__(self, executable: str, reason: str = "not found"):
+        self.executable = executable
+        super().__init__(f"cannot run '{executable}': {reason}")
+
+
+class ProcessTimeout(TimeoutError):
+    """The process ran longer than its timeout and its process group was killed."""
+
+    def __init__(self, argv: Sequence[str], timeout: float, returncode: Optional[int]):
+        self.argv, self.timeout, self.returncode = list(argv), timeout, returncode
+        super().__init__(f"'{argv[0]}' timed out after {timeout:g}s (process group killed)")
+
+
+class ProcessHandle:
+    """A running process group: ``pid`` (the leader) = ``pgid``.
+
+    :meth:`kill` is thread-safe and may be called at any time, also after the
+    process exited (then it only reaps any stragglers left in the group).
+    """
+
+    def __init__(self, popen: subprocess.Popen, kill_grace: float = 5.0):
+        self.popen = popen
+        self.pid = popen.pid
+        self.pgid = popen.pid  # start_new_session makes the child a group leader
+        self.kill_grace = kill_grace
+        self.killed = False
+        self._lock = threading.Lock()
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return self.popen.poll()
+
+    def signal(self, sig: int) -> bool:
+        """Send ``sig`` to the whole group; ``False`` if no member is left."""
+        if self.popen.returncode is not None and not _group_members(self.pgid):
+            return False  # leader reaped, group empty: the id may belong to someone else by now
+        try:
+            os.killpg(self.pgid, sig)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # pgid reused by someone else's group: leave it alone
+            return False
+
+    def group_alive(self) -> bool:
+        """Some process of the group still exists (zombies included)."""
+        return self.signal(0)
+
+    def kill(self, grace: Optional[float] = None) -> None:
+        """SIGTERM the whole group, then SIGKILL whatever is left after ``grace`` seconds."""
+        self.killed = True
+        self._terminate_group(grace)
+
+    def _terminate_group(self, grace: Optional[float] = None) -> None:
+        grace = self.kill_grace if grace is None else grace
+        with self._lock:
+            if not self.signal(signal.SIGTERM):
+                return
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if self.popen.poll() is not None and not self._others_alive():
+                    return
+                time.sleep(0.05)
+            self.signal(signal.SIGKILL)
+
+    def _others_alive(self) -> bool:
+        """A group member other than the (reaped) leader is alive (not a zombie)."""
+        for pid in _group_members(self.pgid):
+            if pid != self.pid and not _is_zombie(pid):
+                return True
+        return False
+
+
+def _group_members(pgid: int) -> list:
+    members = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no procfs: be conservative and assume stragglers
+        return [-1]
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(b")") + 2:].split()
+            if len(fields) > 2 and int(fields[2]) == pgid:
+                members.append(int(entry))
+    return members
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    return stat[stat.rfind(b")") + 2:].split()[:1] == [b"Z"]
+
+
+def _reader(stream, name: str, q: "queue.Queue") -> None:
+    try:
+        while True:
+            chunk = stream.readline(MAX_LINE_BYTES)
+            if not chunk:
+                break
+            if chunk.endswith(b"\n"):
+                chunk = chunk[:-2] if chunk.endswith(b"\r\n") else chunk[:-1]
+            q.put((name, chunk.decode("utf-8", errors="replace")))
+    except (OSError, ValueError):  # pipe closed under us
+        pass
+    finally:
+        q.put((name, _EOF))
+
+
+def spawn(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
+          preexec_fn: Optional[Callable[[], None]] = None, kill_grace: float = 5.0) -> ProcessHandle:
+    """Start ``argv`` in a new session with stdout/stderr piped; raise :class:`ExecutableNotFound`."""
+    argv = [os.fspath(a) for a in argv]
+    if not argv:
+        raise ValueError("empty command line")
+    try:
+        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+                                 preexec_fn=preexec_fn, bufsize=0, close_fds=True)
+    except FileNotFoundError as exc:
+        if cwd is not None and not os.path.isdir(cwd):
+            raise FileNotFoundError(f"working directory '{cwd}' does not exist") from exc
+        raise ExecutableNotFound(argv[0], "no such file or directory (not on PATH?)") from exc
+    except PermissionError as exc:
+        raise ExecutableNotFound(argv[0], "permission denied (not executable?)") from exc
+    return ProcessHandle(popen, kill_grace=kill_grace)
+
+
+def run_streaming(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
+                  timeout: Optional[float] = None, on_line: Callable[[str, str], None],
+                  on_start: Optional[Callable[[ProcessHandle], None]] = None,
+                  preexec_fn: Optional[Callable[[], None]] = None, kill_grace: float = 5.0,
+                  linger: float = 5.0) -> int:
+    """Run ``argv`` to completion, calling ``on_line("stdout"|"stderr", text)`` per line.
+
+    :param env: full environment of the child (``None``: inherit ours).
+    :param timeout: seconds; on expiry the group is killed and :class:`ProcessTimeout` raised.
+    :param on_start: called with the :class:`ProcessHandle` right after the start
+        (keep it to :meth:`~ProcessHandle.kill` from another thread).
+    :param preexec_fn: run in the child before ``exec`` (e.g. ``setrlimit``).
+    :param kill_grace: seconds between SIGTERM and SIGKILL.
+    :param linger: once the leader exited, how long to wait for background
+        processes that still hold the output pipes before killing the group.
+    :returns: the exit code (negative signal number when killed by a signal).
+    :raises ExecutableNotFound: ``argv[0]`` cannot be executed.
+    """
+    handle = spawn(argv, env=env, cwd=cwd, preexec_fn=preexec_fn, kill_grace=kill_grace)
+    q: "queue.Queue" = queue.Queue()
+    threads = [threading.Thread(target=_reader, args=(s, n, q), daemon=True, name=f"stepcab-{n}-{handle.pid}")
+               for s, n in ((handle.popen.stdout, "stdout"), (handle.popen.stderr, "stderr"))]
+    for t in threads:
+        t.start()
+    timed_out = False
+    try:
+        if on_start is not None:
+            on_start(handle)
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        exit_deadline = None
+        open_streams = 2
+        while open_streams:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline and not timed_out:
+                timed_out = True
+                threading.Thread(target=handle._terminate_group, daemon=True).start()
+                deadline = None
+            if exit_deadline is None and handle.popen.poll() is not None:
+                exit_deadline = now + linger
+            if exit_deadline is not None and now >= exit_deadline:
+                handle._terminate_group(grace=0.5)  # orphans hold the pipes open: don't wait forever
+                exit_deadline = float("inf")
+            waits = [d - now for d in (deadline, exit_deadline) if d is not None and d != float("inf")]
+            try:
+                name, text = q.get(timeout=max(0.0, min(waits + [0.2])))
+            except queue.Empty:
+                continue
+            if text is _EOF:
+                open_streams -= 1
+            else:
+                on_line(name, text)
+        while True:
+            try:
+                return_code = handle.popen.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if timed_out or deadline is None or time.monotonic() < deadline:
+                    continue
+                timed_out = True
+                handle._terminate_group()
+    except BaseException:
+        handle._terminate_group(grace=1.0)
+        handle.popen.wait()
+        raise
+    finally:
+        for t in threads:
+            t.join(timeout=1.0)
+        for s in (handle.popen.stdout, handle.popen.stderr):
+            try:
+                s.close()
+            except OSError:
+                pass
+    if timed_out:
+        raise ProcessTimeout(argv, timeout or 0.0, return_code)
+    return return_code
