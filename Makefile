@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONSTRAINTS := constraints/constraints-3.11.txt
 STAMP := $(VENV)/.stepcab-installed
-DEMO_RECIPE ?= example_recipes/wordcount.yml
+DEMO_RECIPE ?= example_recipes/text-pipeline.yml
 PYTEST_ARGS ?=
 
 .PHONY: venv demo test test-fast airflow oracle system-deps bench clean

@@ -241,10 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .build_cli import add_build_parser
     add_build_parser(sub, common)
+    # `run` has its own parser (run_cli), imported only when used: it configures Airflow first.
+    sub.add_parser("run", add_help=False, help="run a recipe through real Airflow (dag.test), like `stimela run`")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "run":
+        from .run_cli import main as run_main
+
+        return run_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

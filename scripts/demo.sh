@@ -2,7 +2,7 @@
 # Run an example recipe through real Airflow (dag.test() on the embedded SQLite default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-recipe=${1:-example_recipes/wordcount.yml}
+recipe=${1:-example_recipes/text-pipeline.yml}
 workdir=${STEPCAB_DEMO_DIR:-$PWD/.stepcab/demo}
 mkdir -p "$workdir"
 export AIRFLOW_HOME=${AIRFLOW_HOME:-$PWD/.stepcab/airflow}
