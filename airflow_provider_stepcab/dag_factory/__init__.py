@@ -21,7 +21,7 @@ from typing import Any, Iterable, Optional
 from airflow_provider_stepcab.dag_factory.errors import RecipeImportError, raise_broken, report_broken
 from airflow_provider_stepcab.dag_factory.naming import dag_id_for, dag_id_may_come_from
 
-__all__ = ["build_dags", "RecipeImportError"]
+__all__ = ["build_dags", "build_recipe_dag", "RecipeImportError"]
 
 log = logging.getLogger("airflow_provider_stepcab.dag_factory")
 
@@ -36,10 +36,8 @@ def _wanted_dag_id() -> Optional[str]:
 
 
 def _resolve_operator_class(operator_class: Any) -> Any:
-    if operator_class is None:
-        from airflow_provider_stepcab.dag_factory.builder import default_operator_class
-
-        return default_operator_class()
+    if operator_class is None:  # per step, from its backend settings (dag_factory.operator_choice)
+        return None
     if isinstance(operator_class, str):
         import importlib
 
@@ -85,7 +83,8 @@ def _build_file(file: str, operator_class: Any, wanted: Optional[str], dags: dic
         if not problems.errors:
             try:
                 dag = build_dag(dag_id=dag_id, recipe=choice.recipe, recipe_file=file, settings=settings,
-                                operator_class=operator_class, problems=problems)
+                                operator_class=operator_class, problems=problems,
+                                config_tree=getattr(result.config, "tree", None))
             except Exception as exc:  # noqa: BLE001 - e.g. Airflow rejecting a schedule
                 problems.error(choice.recipe.loc, choice.name, f"cannot build the DAG: {exc}", "airflow-build")
         if problems.errors or dag is None:
@@ -108,7 +107,8 @@ def build_dags(globals_dict: Optional[dict] = None, *, folders: Optional[Iterabl
         ``__file__`` locates the default recipe folder and keys import errors.
     :param folders: folders (or files) to search instead of the loader's folder + extra folders.
     :param files: exact recipe files (skips discovery; for per-recipe shim loaders).
-    :param operator_class: step operator class or dotted path (default ``StepcabNativeOperator``);
+    :param operator_class: step operator class or dotted path for every step (default: chosen per
+        step from its backend settings, see :mod:`.operator_choice`);
         it must accept ``recipe_file``, ``recipe_name``, ``step_path``, ``backend``, ``loop_value``.
     :param on_error: ``"report"`` (default): broken recipe files become import errors of their own
         path and the good DAGs are kept (:mod:`.errors`); ``"raise"``: raise
@@ -146,3 +146,29 @@ def build_dags(globals_dict: Optional[dict] = None, *, folders: Optional[Iterabl
         report_broken(broken, loader_file=loader_file)
     log.debug("stepcab: %d DAG(s) from %d recipe file(s)", len(dags), len(paths))
     return dags
+
+
+def build_recipe_dag(recipe_file: str, recipe_name: str) -> Any:
+    """Build the DAG of one named recipe of ``recipe_file`` (any recipe, not only the DEFAULT).
+
+    Used by ``stepcab run``'s generated DAG file.
+
+    :raises RecipeImportError: with every error (file:line, key, message) when it cannot be built.
+    """
+    from airflow_provider_stepcab.dag_factory.builder import build_dag
+    from airflow_provider_stepcab.dag_factory.settings import airflow_section, parse_settings
+    from airflow_provider_stepcab.recipe.api import load_recipe_result
+
+    result = load_recipe_result(recipe_file, recipe_name)
+    problems = result.problems
+    if result.recipe is None or problems.errors:
+        raise_broken({recipe_file: list(problems.errors)})
+    tree = getattr(result.config, "tree", None) or {}
+    settings = parse_settings(airflow_section(tree), recipe_name, problems)
+    is_default = getattr(result.config, "default", None) == recipe_name
+    dag_id = dag_id_for(recipe_file, recipe_name, is_default=is_default, override=settings.dag_id)
+    dag = build_dag(dag_id=dag_id, recipe=result.recipe, recipe_file=recipe_file, settings=settings,
+                    operator_class=None, problems=problems, config_tree=tree)
+    if dag is None:
+        raise_broken({recipe_file: list(problems.errors)})
+    return dag

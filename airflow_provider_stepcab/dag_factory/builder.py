@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 
 from airflow_provider_stepcab.dag_factory.dataflow import infer_dependencies
 from airflow_provider_stepcab.dag_factory.naming import MAX_ID_LENGTH, id_collisions, sanitize_id, task_id_for
-from airflow_provider_stepcab.dag_factory.params import build_params
+from airflow_provider_stepcab.dag_factory.params import FORM_HIDDEN_CATEGORIES, build_params
 from airflow_provider_stepcab.dag_factory.settings import AirflowSettings
 from airflow_provider_stepcab.recipe.errors import Problems
 from airflow_provider_stepcab.recipe.model import UNSET
@@ -78,11 +78,18 @@ def doc_md(recipe: Any, recipe_file: str, settings: AirflowSettings) -> str:
         if not schema:
             continue
         out += [f"## {title}", "", "| name | type | default | required | description |", "|---|---|---|---|---|"]
+        hidden = 0
         for name, p in schema.items():
+            if p.category in FORM_HIDDEN_CATEGORIES and not p.required:
+                hidden += 1  # e.g. the auto-aliased step.param inputs (see params.py)
+                continue
             default = recipe.defaults.get(name, p.default)
             default = "" if default is UNSET else f"`{cell(default)}`"
             out.append(f"| `{cell(name)}` | `{cell(p.dtype_str)}` | {default} | {'yes' if p.required else ''} "
                        f"| {cell(p.info)} |")
+        if hidden:
+            out += ["", f"{hidden} more optional {title.lower()} (Obscure/Hidden, e.g. `step.param` aliases "
+                        "of unset step parameters) are left out; inputs can be set through the run conf."]
         out.append("")
     out += ["## Steps", ""]
     for label, step in recipe.steps.items():
@@ -107,37 +114,49 @@ def _task_settings(settings: AirflowSettings, path: tuple) -> dict:
 
 
 class _Builder:
-    def __init__(self, recipe: Any, recipe_file: str, settings: AirflowSettings, operator_class: Any):
+    def __init__(self, recipe: Any, recipe_file: str, settings: AirflowSettings, operator_class: Any,
+                 config_tree: Any = None):
         self.recipe, self.file, self.settings, self.op_class = recipe, recipe_file, settings, operator_class
+        self.config_tree = config_tree
 
-    def task(self, path: tuple, loop_value: Any, scatter: Any) -> Any:
+    def _class_for(self, chain: tuple, step: Any) -> Any:
+        if self.op_class is not None:
+            return self.op_class
+        from airflow_provider_stepcab.dag_factory.operator_choice import choose_operator_class
+
+        return choose_operator_class(self.config_tree, chain, step, self.settings.backend)
+
+    def task(self, path: tuple, loop_value: Any, scatter: Any, chain: tuple = (), step: Any = None) -> Any:
         kwargs = dict(task_id=sanitize_id(path[-1]), recipe_file=self.file, recipe_name=self.recipe.name,
                       step_path=list(path), backend=self.settings.backend, trigger_rule=TRIGGER_RULE)
         kwargs.update(_task_settings(self.settings, path))
         if loop_value is not None:
             kwargs["loop_value"] = loop_value
             kwargs["max_active_tis_per_dagrun"] = scatter
-        op = self.op_class(**kwargs)
+        op = self._class_for(chain, step)(**kwargs)
         if loop_value is not None and "loop_value" not in op.template_fields:
             # the mapped value must be resolved per map index like a templated field
             op.template_fields = (*op.template_fields, "loop_value")
         return op
 
-    def level(self, recipe: Any, prefix: tuple, loop_value: Any = None, scatter: Any = None) -> tuple:
+    def level(self, recipe: Any, prefix: tuple, loop_value: Any = None, scatter: Any = None,
+              chain: tuple = ()) -> tuple:
         """Build the steps of ``recipe``; return ``(heads, tails)`` node lists for outer wiring."""
         nodes: dict[str, tuple[Any, Any]] = {}
+        chain = chain + (recipe,)
         for label, step in recipe.steps.items():
             path = prefix + (label,)
             if step.cab is not None:
-                t = self.task(path, loop_value, scatter)
+                t = self.task(path, loop_value, scatter, chain, step)
                 nodes[label] = (t, t)
             elif step.recipe.for_loop is not None and loop_value is None:
-                nodes[label] = self.loop_group(step.recipe, path, sanitize_id(label), prefix_group_id=True)
+                nodes[label] = self.loop_group(step.recipe, path, sanitize_id(label), prefix_group_id=True,
+                                               chain=chain)
             else:
                 from airflow.sdk import TaskGroup
 
                 with TaskGroup(group_id=sanitize_id(label), tooltip=step.info or "") as group:
-                    self.level(step.recipe, path, loop_value, scatter)
+                    self.level(step.recipe, path, loop_value, scatter, chain)
                 nodes[label] = (group, group)
         labels = list(nodes)
         if self.settings.parallel == "dataflow":
@@ -152,7 +171,8 @@ class _Builder:
         tails = [nodes[lbl][1] for lbl in labels if lbl not in has_down]
         return heads, tails
 
-    def loop_group(self, recipe: Any, path: tuple, group_id: str, *, prefix_group_id: bool) -> tuple:
+    def loop_group(self, recipe: Any, path: tuple, group_id: str, *, prefix_group_id: bool,
+                   chain: tuple = ()) -> tuple:
         """A mapped TaskGroup over ``recipe.for_loop``; returns ``(head, tail)``."""
         from airflow.sdk import task_group
 
@@ -171,7 +191,7 @@ class _Builder:
             values = values_task.output
 
         def body(loop_value: Any) -> None:
-            self.level(recipe, path, loop_value, scatter)
+            self.level(recipe, path, loop_value, scatter, chain)
 
         body.__name__ = group_id
         group = task_group(group_id=group_id, prefix_group_id=prefix_group_id,
@@ -182,10 +202,12 @@ class _Builder:
 
 
 def build_dag(*, dag_id: str, recipe: Any, recipe_file: str, settings: AirflowSettings,
-              operator_class: Any, problems: Problems) -> Any:
+              operator_class: Any, problems: Problems, config_tree: Any = None) -> Any:
     """Create the DAG of ``recipe`` (see the module docstring).
 
-    :param operator_class: the step operator class (``StepcabNativeOperator`` by default).
+    :param operator_class: one operator class for every step, or ``None`` to choose per step
+        from its backend settings (:mod:`.operator_choice`).
+    :param config_tree: the merged config of the recipe's file (its ``opts.backend``).
     :param problems: receives shape problems; when it holds errors afterwards, no DAG is returned.
     :return: the DAG, or ``None`` when the recipe cannot be turned into one.
     """
@@ -220,21 +242,21 @@ def build_dag(*, dag_id: str, recipe: Any, recipe_file: str, settings: AirflowSe
         tags=sorted({"stepcab", *settings.tags}),
         description=settings.description or (info_line[0][:200] if info_line else None),
         doc_md=doc_md(recipe, recipe_file, settings),
-        params=params,
         auto_register=False,
         **optional,
     )
-    builder = _Builder(recipe, recipe_file, settings, operator_class)
+    builder = _Builder(recipe, recipe_file, settings, operator_class, config_tree)
     with dag:
         if recipe.for_loop is not None:
             builder.loop_group(recipe, (), "for_loop", prefix_group_id=False)
         else:
             builder.level(recipe, ())
+    # Params go on the DAG only now: every operator created inside a DAG deep-copies the DAG's
+    # params into its own (three times: once per class of the hierarchy), which is quadratic in
+    # recipe size (auto-aliased step inputs grow with the steps). Airflow merges DAG params into
+    # the task context at run time anyway (``process_params``: dag.params, then task.params, then
+    # conf), so tasks without a copy behave the same and serialise smaller.
+    dag.params = params
     return dag
 
 
-def default_operator_class() -> Callable[..., Any]:
-    """The step operator used unless ``build_dags(operator_class=...)`` says otherwise."""
-    from airflow_provider_stepcab.operators.native import StepcabNativeOperator
-
-    return StepcabNativeOperator

@@ -1,7 +1,13 @@
 """Recipe inputs → Airflow ``Param`` objects (the trigger form), plus the stepcab control params.
 
 **Recipe inputs.** Every input of the top recipe that a user may set (not ``implicit``) becomes a
-``Param`` keyed by the input's name (dotted names of nested sections included):
+``Param`` keyed by the input's name (dotted names of nested sections included), except optional
+inputs of category ``Obscure``/``Hidden`` (:data:`FORM_HIDDEN_CATEGORIES`): those include Stimela's
+auto-aliases of every unset step parameter (``step.param``), about ten per step, which would make
+the form unusable and the DAG quadratic to build and serialise in the number of steps. They stay
+settable through the run conf (``{"step.param": value}`` or ``steps.<step>.params``), which the
+operators validate against the recipe, not against the DAG params. Required inputs always get a
+``Param``.
 
 - JSON schema ``type``/``items``/... from ``dtype.json_schema()``;
 - ``enum`` from ``choices`` (``items.enum`` from ``element_choices`` for lists);
@@ -55,6 +61,8 @@ CONTROL_PARAMS: dict[str, tuple[Any, dict, str]] = {
     "stepcab_workdir": (None, {"type": ["null", "string"]},
                         "Working directory of this run (default: one fresh directory per run)."),
 }
+#: input categories left out of the trigger form unless the input is required (see above)
+FORM_HIDDEN_CATEGORIES = frozenset({"Obscure", "Hidden"})
 _FALLBACK_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
 
 
@@ -152,7 +160,7 @@ def build_params(recipe: Any, problems: Optional[Problems] = None) -> dict:
     out: dict = {}
     defaults = getattr(recipe, "defaults", {}) or {}
     for name, param in recipe.inputs.items():
-        if param.implicit is not UNSET:
+        if param.implicit is not UNSET or (param.category in FORM_HIDDEN_CATEGORIES and not param.required):
             continue
         spec = param_spec(name, param, defaults.get(name, UNSET))
         description = spec.pop("description")
