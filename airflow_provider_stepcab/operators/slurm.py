@@ -1,0 +1,272 @@
+"""Run a cab step as a Slurm batch job over SSH, waiting deferred (Stimela's ``slurm`` wrapper).
+
+Resolution, outputs and XCom come from :class:`~.base.StepcabBaseOperator`; only the execution
+mechanism differs. :meth:`StepcabSlurmOperator.execute`:
+
+1. resolves the step; when its merged backend does not enable ``slurm`` the step runs like the
+   base operator would (a registered runner, e.g. native);
+2. builds the command (the native argv; singularity when a planner for it is installed) and the
+   batch script (:mod:`..plan.slurm`, :mod:`..plan.sbatch`);
+3. **reattaches instead of submitting twice**: job names are deterministic per try
+   (:func:`~..plan.slurm.try_names`); this try's job in any state, or an earlier try's job that is
+   still queued/running or completed with exit code 0, is adopted (a retry after a worker died);
+4. otherwise uploads the script over SFTP and runs ``sbatch --parsable``;
+5. pushes ``slurm_job`` (job id, name, directory) to XCom *before* deferring, then defers to
+   :class:`~..triggers.slurm.SlurmJobTrigger`.
+
+:meth:`StepcabSlurmOperator.execute_complete` reads the job's output through the cab's wranglers
+(parsed outputs, ``ERROR``/``DECLARE_SUCCESS``), then finishes like the base operator or fails
+saying why: exit code, Slurm state (``TIMEOUT``, ``CANCELLED`` ...) and the last log lines.
+Files are assumed to be on a filesystem shared by the worker and the cluster (as in Stimela).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Mapping, Optional
+
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+
+from airflow_provider_stepcab.operators import native as _native  # noqa: F401 - registers the native runner
+from airflow_provider_stepcab.operators import resolve as R
+from airflow_provider_stepcab.operators.base import StepcabBaseOperator
+from airflow_provider_stepcab.plan import slurm as P
+from airflow_provider_stepcab.plan.sbatch import SCRIPT, build_sbatch_script
+from airflow_provider_stepcab.recipe.errors import FormulaError, RecipeError
+
+XCOM_JOB_KEY = "slurm_job"
+MAX_OUTPUT_BYTES = 16 << 20
+
+
+class StepcabSlurmOperator(StepcabBaseOperator):
+    """Run one recipe step as a Slurm job submitted over SSH (deferrable).
+
+    :param recipe_file: absolute path of the recipe's main file.
+    :param recipe_name: the recipe inside that file.
+    :param step_path: labels from the top recipe down to the cab step.
+    :param backend: parse-time backend preference (a trigger-time conf override wins).
+    :param loop_value: this task's ``for_loop`` value when mapped over a loop.
+    :param slurm_defaults: deployment defaults for ``backend.slurm`` (e.g. ``ssh_conn_id``,
+        ``remote_dir``); the recipe's settings win over them.
+    """
+
+    mechanism = "slurm"
+    ui_color = "#e3e7f7"
+
+    def __init__(self, *, recipe_file: str, recipe_name: str, step_path: Any, backend: Any = None,
+                 loop_value: Any = None, slurm_defaults: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> None:
+        super().__init__(recipe_file=recipe_file, recipe_name=recipe_name, step_path=step_path,
+                         backend=backend, loop_value=loop_value, **kwargs)
+        self.slurm_defaults = dict(slurm_defaults or {})
+        self._job: Optional[dict] = None
+
+    # ----------------------------------------------------------------- resolution
+
+    def _resolve(self, context: Any, *, finishing: bool = False) -> "R.ResolvedStep":
+        try:
+            step = self.resolve_step(context)
+        except AirflowSkipException:
+            raise
+        except (RecipeError, FormulaError, ValueError) as exc:
+            raise AirflowException(f"step {'.'.join(self.step_path)}: {exc}") from None
+        if step.skip_reason and not finishing:
+            self._push_params(context["ti"], step.params)
+            self.log.info("skipping step %s: %s", step.fqname, step.skip_reason)
+            raise AirflowSkipException(f"step {step.fqname}: {step.skip_reason}")
+        return step
+
+    def _options(self, step: "R.ResolvedStep") -> P.SlurmSubmitOptions:
+        section = dict(self.slurm_defaults)
+        section.update((step.backend_tree or {}).get("slurm") or {})
+        try:
+            opts, _unknown = P.parse_slurm_options(section)
+        except P.SlurmPlanError as exc:
+            raise AirflowException(f"step {step.fqname}: {exc}") from None
+        return opts
+
+    @staticmethod
+    def _wrapped(step: "R.ResolvedStep") -> bool:
+        return getattr(step.backend, "wrapper", None) == "slurm"
+
+    # ----------------------------------------------------------------- execute
+
+    def execute(self, context: Any) -> Any:
+        step = self._resolve(context)
+        self.log.info("step %s (%s) on backend %s%s in %s", step.fqname, step.cab.name, step.backend_name,
+                      " under slurm" if self._wrapped(step) else "", step.workdir.path)
+        if not self._wrapped(step):
+            with R.chdir(step.workdir.path):
+                R.prepare_outputs(step)
+            return self._finish(step, self._dispatch(step, context), context)
+        try:
+            P.check_backend(step.backend_name)
+        except P.SlurmPlanError as exc:
+            raise AirflowException(f"step {step.fqname}: {exc}") from None
+        opts = self._options(step)
+        with R.chdir(step.workdir.path):
+            R.prepare_outputs(step)
+        ti = context["ti"]
+        from airflow_provider_stepcab.hooks.slurm import SlurmHook
+
+        hook = SlurmHook(opts.ssh_conn_id)
+        try:
+            job = self._reattach(hook, opts, ti) or self._submit(hook, opts, step, ti)
+        finally:
+            hook.close()
+        self._job = job
+        ti.xcom_push(key=XCOM_JOB_KEY, value=job)
+        self._defer(job, opts)
+
+    def _defer(self, job: dict, opts: P.SlurmSubmitOptions) -> None:
+        from airflow_provider_stepcab.triggers.slurm import SlurmJobTrigger
+
+        deadline = None
+        if self.execution_timeout is not None:
+            deadline = time.time() + self.execution_timeout.total_seconds()
+        self.defer(trigger=SlurmJobTrigger(
+            ssh_conn_id=opts.ssh_conn_id, job_id=job["job_id"], job_dir=job["job_dir"], job_name=job["job_name"],
+            poll_interval=opts.poll_interval, stream_logs=opts.stream_logs, exit_grace=opts.exit_grace,
+            missing_grace=opts.missing_grace, ssh_patience=opts.ssh_patience, deadline=deadline,
+            log_chunk_size=opts.log_chunk_size), method_name="execute_complete")
+
+    def _base_dir(self, hook: Any, opts: P.SlurmSubmitOptions) -> str:
+        return hook.absolute(opts.remote_dir)
+
+    def _reattach(self, hook: Any, opts: P.SlurmSubmitOptions, ti: Any) -> Optional[dict]:
+        """This try's job in any state, or an earlier try's live / successful job (see module doc)."""
+        map_index = getattr(ti, "map_index", -1)
+        names = P.try_names(ti.dag_id, ti.run_id, ti.task_id, map_index, ti.try_number)
+        found = hook.jobs(names=names.values())
+        if not found:
+            return None
+        base = self._base_dir(hook, opts)
+        for try_number, name in names.items():
+            for info in sorted((j for j in found.values() if j.name == name), key=lambda j: -int(j.job_id)):
+                directory = P.job_dir(base, ti.dag_id, ti.run_id, ti.task_id, map_index, try_number)
+                ok = try_number == ti.try_number or info.active
+                if not ok and info.state == "COMPLETED":
+                    ok = (hook.read_text(f"{directory}/exitcode", 64) or "").strip() == "0"
+                if ok:
+                    self.log.info("reattaching to Slurm job %s (%s, try %s, %s) instead of submitting again",
+                                  info.job_id, name, try_number, info.state)
+                    return {"job_id": info.job_id, "job_name": name, "job_dir": directory,
+                            "ssh_conn_id": opts.ssh_conn_id, "try_number": try_number, "reattached": True}
+                self.log.info("earlier Slurm job %s (%s) ended %s: submitting a new one",
+                              info.job_id, name, info.state)
+        return None
+
+    def _submit(self, hook: Any, opts: P.SlurmSubmitOptions, step: "R.ResolvedStep", ti: Any) -> dict:
+        map_index = getattr(ti, "map_index", -1)
+        name = P.try_names(ti.dag_id, ti.run_id, ti.task_id, map_index, ti.try_number)[ti.try_number]
+        directory = P.job_dir(self._base_dir(hook, opts), ti.dag_id, ti.run_id, ti.task_id, map_index,
+                              ti.try_number)
+        env = dict(step.env)
+        recipe_dir = os.path.dirname(os.path.abspath(self.recipe_file))
+        env["PYTHONPATH"] = recipe_dir
+        try:
+            spec = P.build_job_spec(opts, argv=step_argv(step), name=name, directory=directory,
+                                    workdir=str(step.workdir.path), backend_name=step.backend_name, env=env)
+            script = build_sbatch_script(spec)
+        except (P.SlurmPlanError, ValueError, RecipeError) as exc:
+            raise AirflowException(f"step {step.fqname}: {exc}") from None
+        self.log.info("running under slurm: %s", " ".join(spec.argv))
+        path = f"{directory}/{SCRIPT}"
+        hook.write_text(path, script, 0o755)
+        job_id = hook.submit(path)
+        self.log.info("submitted Slurm job %s (%s) via %s; job directory %s", job_id, name, opts.ssh_conn_id,
+                      directory)
+        return {"job_id": job_id, "job_name": name, "job_dir": directory, "ssh_conn_id": opts.ssh_conn_id,
+                "try_number": ti.try_number, "reattached": False}
+
+    # ----------------------------------------------------------------- completion
+
+    def execute_complete(self, context: Any, event: Any = None) -> Any:
+        """Turn the trigger's :class:`~..triggers.events.SlurmJobEvent` into success or a failure."""
+        from airflow_provider_stepcab.hooks.slurm import SlurmHook
+        from airflow_provider_stepcab.runtime.native import RunResult
+        from airflow_provider_stepcab.triggers.events import SlurmJobEvent
+
+        ev = SlurmJobEvent.from_dict(event)
+        step = self._resolve(context, finishing=True)
+        opts = self._options(step)
+        self.log.info("Slurm job %s (%s) ended: %s%s", ev.job_id, ev.job_name, ev.status,
+                      f" ({ev.message})" if ev.message else "")
+        hook = SlurmHook(opts.ssh_conn_id)
+        try:
+            state = self._wrangle(hook, step, ev)
+            ok = ev.exit_code is not None and ev.status in ("success", "failed") and state.success(ev.exit_code)
+            errors = list(state.errors)
+            if state.errors:
+                errors.insert(0, f"declaring '{step.cab.name}' as failed based on its output")
+            if not ok:
+                errors.append(f"Slurm job {ev.job_id} ({ev.job_name}) {ev.status}: {ev.message}")
+            if opts.cleanup == "always" or (opts.cleanup == "on_success" and ok):
+                self.log.info("removing the remote job directory %s (cleanup=%s)", ev.job_dir, opts.cleanup)
+                hook.remove_dir(ev.job_dir)
+        finally:
+            hook.close()
+        result = RunResult(exit_code=ev.exit_code, success=ok, outputs=dict(state.outputs), errors=errors,
+                           warnings=list(state.warnings), tail=list(ev.tail),
+                           declared_success=state.declared_success)
+        return self._finish(step, result, context)
+
+    def _wrangle(self, hook: Any, step: "R.ResolvedStep", ev: Any) -> Any:
+        """Run the job's whole output through the cab's wranglers (outputs, errors, success)."""
+        from airflow_provider_stepcab.recipe.wranglers import WranglerState, Wranglers
+
+        state = WranglerState(Wranglers.for_cab(step.cab))
+        if not ev.job_dir:
+            return state
+        for stream in ("stdout", "stderr"):
+            text = hook.read_text(f"{ev.job_dir}/{stream}.log", MAX_OUTPUT_BYTES) or ""
+            for line in text.splitlines():
+                state.process(line.rstrip())
+        return state
+
+    def _finish(self, step: "R.ResolvedStep", result: Any, context: Any) -> Any:
+        """The base operator's epilogue: outputs, failure with the last lines, XCom, assets."""
+        if result.outputs:
+            step.params.update(result.outputs)
+        if not result.success:
+            tail = "\n".join(result.tail or [])
+            why = "; ".join(result.errors or []) or f"exit code {result.exit_code}"
+            raise AirflowException(f"step {step.fqname} failed: {why}\n--- last output lines ---\n{tail}")
+        with R.chdir(step.workdir.path):
+            try:
+                R.finalize_outputs(step)
+            except (RecipeError, FormulaError, ValueError) as exc:
+                raise AirflowException(f"step {step.fqname}: {exc}") from None
+        self._push_params(context["ti"], step.params)
+        self._emit_assets(step, context)
+        return {k: v for k, v in R.plain(step.params).items() if k in step.cab.outputs}
+
+    def on_kill(self) -> None:
+        """Killed while submitting (the deferred wait cancels through the trigger's ``on_kill``)."""
+        job = self._job
+        if job:
+            from airflow_provider_stepcab.hooks.slurm import SlurmHook
+
+            self.log.info("on_kill: cancelling Slurm job %s", job["job_id"])
+            hook = SlurmHook(job["ssh_conn_id"])
+            try:
+                hook.cancel(job_id=job["job_id"])
+            finally:
+                hook.close()
+
+
+def step_argv(step: "R.ResolvedStep") -> list:
+    """The command a Slurm job runs: the native argv, or the singularity one when available."""
+    if step.backend_name == "native":
+        from airflow_provider_stepcab.operators.native import native_argv
+
+        return native_argv(step)
+    try:
+        from airflow_provider_stepcab.operators.singularity import singularity_argv  # type: ignore
+    except ImportError:
+        raise AirflowException(f"step {step.fqname}: the {step.backend_name} backend under slurm needs "
+                               "airflow_provider_stepcab.operators.singularity.singularity_argv") from None
+    return list(singularity_argv(step))
+
+
+__all__ = ["StepcabSlurmOperator", "step_argv", "XCOM_JOB_KEY"]

@@ -1,0 +1,234 @@
+"""Remote Slurm submission settings of a step → :class:`~.sbatch.SlurmJobSpec`. Pure: no I/O.
+
+Stimela 2.1.4 wraps a step in a blocking ``srun`` on the local machine. stepcab instead submits a
+batch job over SSH (``sbatch``) and waits deferred. The settings live in the merged backend
+mapping's ``slurm`` section (Stimela's keys plus ours)::
+
+    backend:
+      slurm:
+        enable: true
+        srun_opts: {mem: 8G, cpus-per-task: 4, time: "1:00:00", partition: main, gres: "gpu:1"}
+        # stepcab extras
+        ssh_conn_id: stepcab_cluster       # Airflow SSH connection to the login node
+        remote_dir: /scratch/me/stepcab    # job directories (absolute, or relative to the remote $HOME)
+        remote_workdir: /data/run1         # where the command runs (default: the run's workdir)
+        remote_dependencies: ["module load apptainer"]   # shell lines before the command
+        sbatch_opts: {qos: long, account: radio}          # extra #SBATCH options (win over srun_opts)
+        poll_interval: 10                  # seconds between cluster queries
+        stream_logs: true                  # copy stdout/stderr into the task log while the job runs
+        cleanup: never                     # never | on_success | always (the remote job directory)
+
+``srun_opts`` become ``#SBATCH`` options verbatim (Stimela uses the keys verbatim too);
+``sbatch_opts`` win over them. ``slurm`` + ``kube`` is an error, as in Stimela.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, Optional, Sequence
+
+from .sbatch import SlurmJobSpec, job_name
+
+#: keys of Stimela's ``SlurmOptions`` (handled by ``recipe/backends.py``; not ours)
+STIMELA_KEYS = ("enable", "srun_path", "srun_opts", "srun_opts_build", "build_local")
+CLEANUP_CHOICES = ("never", "on_success", "always")
+DEFAULT_REMOTE_DIR = "stepcab-jobs"
+#: how many earlier tries a retry looks for (by their deterministic job names)
+REATTACH_TRIES = 8
+
+
+class SlurmPlanError(ValueError):
+    """Invalid remote-submission settings (the message names the key)."""
+
+
+@dataclass(frozen=True)
+class SlurmSubmitOptions:
+    """stepcab's remote submission options, read from ``backend.slurm``.
+
+    :param ssh_conn_id: Airflow SSH connection of the cluster's login node.
+    :param remote_dir: base of the per-task job directories (relative: to the remote ``$HOME``).
+    :param remote_workdir: directory the command runs in; default: the run's working directory
+        (a filesystem shared between the Airflow worker and the cluster, as Stimela assumes).
+    :param remote_dependencies: shell lines run in the batch script before the command.
+    :param sbatch_opts: extra ``#SBATCH`` options, winning over ``srun_opts``.
+    :param srun_opts: Stimela's resource options, honoured as ``#SBATCH`` options.
+    :param poll_interval: seconds between cluster queries (one per cluster, shared by all jobs).
+    :param stream_logs: copy the job's stdout/stderr into the task log while it runs.
+    :param cleanup: remove the remote job directory: ``never``, ``on_success`` or ``always``.
+    :param exit_grace: seconds to wait for a lagging exit-code file once Slurm says the job ended.
+    :param missing_grace: seconds a just-submitted job may be absent from both squeue and sacct.
+    :param ssh_patience: seconds of failing SSH (with reconnects) before the task gives up.
+    :param term_grace: seconds between TERM and KILL of the command when the job is stopped.
+    :param log_chunk_size: maximum bytes of each log read per poll.
+    """
+
+    ssh_conn_id: str = "ssh_default"
+    remote_dir: str = DEFAULT_REMOTE_DIR
+    remote_workdir: Optional[str] = None
+    remote_dependencies: tuple = ()
+    sbatch_opts: Mapping[str, Any] = field(default_factory=dict)
+    srun_opts: Mapping[str, Any] = field(default_factory=dict)
+    poll_interval: float = 10.0
+    stream_logs: bool = True
+    cleanup: str = "never"
+    exit_grace: float = 120.0
+    missing_grace: float = 120.0
+    ssh_patience: float = 3600.0
+    term_grace: int = 10
+    log_chunk_size: int = 65536
+
+
+#: our keys (to be accepted by ``recipe/backends.py``'s ``SlurmOptions``)
+OUR_KEYS = tuple(f.name for f in fields(SlurmSubmitOptions) if f.name != "srun_opts")
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.lower() in ("true", "yes", "on", "1")
+    raise SlurmPlanError(f"backend.slurm.{key}: expected a bool, got {value!r}")
+
+
+def _number(key: str, value: Any, kind: type = float, minimum: float = 0) -> Any:
+    if isinstance(value, bool):
+        raise SlurmPlanError(f"backend.slurm.{key}: expected a number, got {value!r}")
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise SlurmPlanError(f"backend.slurm.{key}: expected a number, got {value!r}") from None
+    if number < minimum:
+        raise SlurmPlanError(f"backend.slurm.{key}: must be >= {minimum}, got {value!r}")
+    return number
+
+
+def _mapping(key: str, value: Any) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SlurmPlanError(f"backend.slurm.{key}: expected a mapping, got {value!r}")
+    return {str(k): v for k, v in value.items()}
+
+
+def parse_slurm_options(section: Optional[Mapping[str, Any]]) -> tuple:
+    """Read our options from a merged ``backend.slurm`` mapping.
+
+    :returns: ``(SlurmSubmitOptions, unknown_keys)``.
+    :raises SlurmPlanError: a value of the wrong type, naming the key.
+    """
+    section = dict(section or {})
+    kw: dict = {}
+    unknown = [k for k in section if k not in OUR_KEYS and k not in STIMELA_KEYS]
+    for key in ("ssh_conn_id", "remote_dir", "remote_workdir"):
+        if section.get(key) not in (None, ""):
+            if not isinstance(section[key], str):
+                raise SlurmPlanError(f"backend.slurm.{key}: expected a string, got {section[key]!r}")
+            kw[key] = section[key]
+    deps = section.get("remote_dependencies")
+    if deps is not None:
+        if isinstance(deps, str):
+            deps = [deps]
+        if not isinstance(deps, Sequence) or not all(isinstance(d, str) for d in deps):
+            raise SlurmPlanError(f"backend.slurm.remote_dependencies: expected a list of shell lines, got {deps!r}")
+        kw["remote_dependencies"] = tuple(deps)
+    for key in ("sbatch_opts", "srun_opts"):
+        if key in section:
+            kw[key] = _mapping(key, section[key])
+    for key in ("poll_interval", "exit_grace", "missing_grace", "ssh_patience"):
+        if section.get(key) is not None:
+            kw[key] = _number(key, section[key], float, 0.1 if key == "poll_interval" else 0)
+    for key in ("term_grace", "log_chunk_size"):
+        if section.get(key) is not None:
+            kw[key] = _number(key, section[key], int, 1)
+    if section.get("stream_logs") is not None:
+        kw["stream_logs"] = _bool("stream_logs", section["stream_logs"])
+    if section.get("cleanup") is not None:
+        value = section["cleanup"]
+        value = "always" if value is True else "never" if value is False else value
+        if value not in CLEANUP_CHOICES:
+            raise SlurmPlanError(f"backend.slurm.cleanup: '{value}' is not one of {', '.join(CLEANUP_CHOICES)}")
+        kw["cleanup"] = value
+    return SlurmSubmitOptions(**kw), unknown
+
+
+def sbatch_options(opts: SlurmSubmitOptions) -> dict:
+    """``srun_opts`` then ``sbatch_opts`` (winning), as ``#SBATCH`` options.
+
+    Slurm's own time limit is what kills a job that runs too long: the batch shell gets TERM at
+    the limit (then KILL after ``KillWait``), the wrapper records exit code 143 and ``sacct``
+    says ``TIMEOUT``. The early ``--signal`` of :mod:`.sbatch` would turn that into a plain
+    ``FAILED``, so it is switched off unless ``sbatch_opts.signal`` asks for one.
+    """
+    merged: dict = {"signal": None}
+    merged.update(opts.srun_opts)
+    merged.update(opts.sbatch_opts)
+    for reserved in ("J", "job-name", "o", "output", "e", "error", "parsable"):
+        if reserved in merged:
+            src = "sbatch_opts" if reserved in opts.sbatch_opts else "srun_opts"
+            raise SlurmPlanError(f"backend.slurm.{src}.{reserved}: set by stepcab, cannot be overridden")
+    return merged
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
+
+
+def _component(text: str) -> str:
+    safe = _SAFE.sub("_", str(text)).strip("._") or "_"
+    if len(safe) > 80:
+        safe = safe[:69] + "-" + hashlib.sha1(text.encode()).hexdigest()[:10]
+    return safe
+
+
+def job_dir(base: str, dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int) -> str:
+    """Remote directory of one task try: ``<base>/<dag>/<run>/<task>[.<map>]/try-<n>``."""
+    task = task_id if map_index is None or map_index < 0 else f"{task_id}.{map_index}"
+    return posixpath.join(base.rstrip("/") or "/", _component(dag_id), _component(run_id), _component(task),
+                          f"try-{int(try_number)}")
+
+
+def try_names(dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int) -> dict:
+    """Job names of this try and the earlier ones (``{try_number: name}``, newest first).
+
+    Job names include the try number, so the jobs of different tries never mix in Slurm's
+    accounting. A retry (or a restarted worker) computes the names of earlier tries too and
+    reattaches to one that is still queued/running or that completed with exit code 0 instead of
+    submitting again (see ``docs/slurm.md``).
+    """
+    first = max(1, int(try_number) - REATTACH_TRIES + 1)
+    return {n: job_name(dag_id, run_id, task_id, -1 if map_index is None else map_index, n)
+            for n in range(int(try_number), first - 1, -1)}
+
+
+def check_backend(backend_name: str) -> None:
+    """Slurm wraps ``native`` or ``singularity`` only (Stimela: slurm + kube is an error)."""
+    if backend_name == "kube":
+        raise SlurmPlanError("backend.slurm: can't combine slurm with the kube backend "
+                             "(select native or singularity, or disable slurm)")
+    if backend_name not in ("native", "singularity"):
+        raise SlurmPlanError(f"backend.slurm: can't wrap the '{backend_name}' backend")
+
+
+def build_job_spec(opts: SlurmSubmitOptions, *, argv: Sequence[str], name: str, directory: str,
+                   workdir: Optional[str], backend_name: str = "native",
+                   env: Optional[Mapping[str, str]] = None) -> SlurmJobSpec:
+    """The batch job of one step try.
+
+    :param argv: the planned command (native or singularity argv).
+    :param name: the job name (:func:`try_names`).
+    :param directory: the job directory (:func:`job_dir`, absolute on the cluster).
+    :param workdir: the run's working directory (used unless ``remote_workdir`` is set).
+    """
+    check_backend(backend_name)
+    if not posixpath.isabs(directory):
+        raise SlurmPlanError(f"backend.slurm.remote_dir: job directory {directory!r} is not absolute")
+    return SlurmJobSpec(job_name=name, job_dir=directory, argv=[str(a) for a in argv],
+                        workdir=opts.remote_workdir or workdir or directory,
+                        sbatch_options=sbatch_options(opts), remote_dependencies=tuple(opts.remote_dependencies),
+                        env=dict(env or {}), term_grace=opts.term_grace)
+
+
+__all__ = ["SlurmSubmitOptions", "SlurmPlanError", "parse_slurm_options", "sbatch_options", "job_dir",
+           "try_names", "check_backend", "build_job_spec", "OUR_KEYS", "CLEANUP_CHOICES"]

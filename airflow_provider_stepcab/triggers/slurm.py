@@ -1,0 +1,408 @@
+"""Deferred wait on Slurm jobs: one cluster query per interval, however many jobs wait.
+
+Every :class:`SlurmJobTrigger` registers its job with a :class:`ClusterPoller` — one per SSH
+connection id per event loop (the triggerer runs one loop; ``dag.test`` one per inline trigger),
+kept in a module-level registry. The poller holds one asyncssh connection (``SSHHookAsync``) and,
+each interval, runs for *all* registered jobs: one command reading the wrappers' files (exit
+code, ``started``, log sizes), one ``squeue`` and — for jobs squeue no longer lists as active —
+one ``sacct``. Triggers wait for the next snapshot and decide:
+
+* the wrapper's ``exitcode`` file decides success; Slurm's state only explains deaths
+  (``TIMEOUT``, ``OUT_OF_MEMORY``, ``NODE_FAIL``, ``PREEMPTED``, ``CANCELLED``, ``BOOT_FAIL``, ``DEADLINE``);
+* grace windows: a job not yet in squeue/sacct right after submission (``missing_grace``), an exit
+  file that lags behind Slurm's verdict (``exit_grace``; shorter when Slurm killed the job), a
+  non-zero exit while Slurm still shows the job running (requeue);
+* SSH failures close the connection and reconnect with backoff; only ``ssh_patience`` seconds of
+  failure end the wait (an ``error`` event, not a verdict on the job);
+* stdout/stderr are read by byte offset over one shared SFTP session and logged from the trigger
+  (the triggerer writes trigger logs into the task's log), complete lines only;
+* :meth:`SlurmJobTrigger.on_kill` (a user killed/cleared/marked the task) ``scancel``\\ s the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import shlex
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Optional
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_stepcab.hooks.slurm import (
+    JobInfo, merge_views, parse_sacct, parse_squeue, sacct_command, squeue_command)
+from airflow_provider_stepcab.triggers.events import ERROR, FAILED, SUCCESS, TIMEOUT, SlurmJobEvent
+
+STREAMS = ("stdout", "stderr")
+#: Slurm states after which the wrapper may never have written its exit file
+KILLED = frozenset({"CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE"})
+REQUEUED = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING"})
+TAIL_LINES = 20
+
+if logging.getLogger("asyncssh").level == logging.NOTSET:  # one INFO line per channel otherwise
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+
+def _connection_errors() -> tuple:
+    import asyncssh
+
+    return (OSError, asyncssh.Error, asyncio.TimeoutError, TimeoutError, EOFError)
+
+
+@dataclass
+class FileState:
+    """What the wrapper wrote in one job directory."""
+
+    exit_code: Optional[int] = None
+    started: bool = False
+    sizes: dict = field(default_factory=dict)
+
+
+@dataclass
+class Snapshot:
+    seq: int = 0
+    time: float = 0.0
+    jobs: dict = field(default_factory=dict)     # job_id -> JobInfo
+    files: dict = field(default_factory=dict)    # job_dir -> FileState
+    error: Optional[str] = None
+    ssh_down_since: Optional[float] = None
+
+
+def files_command(job_dirs: list) -> str:
+    """One shell command reporting every job directory's exit code, ``started`` and log sizes."""
+    dirs = " ".join(shlex.quote(d) for d in job_dirs)
+    return ("for d in " + dirs + "; do e=$(cat \"$d/exitcode\" 2>/dev/null | head -c 16); s=0; "
+            "[ -e \"$d/started\" ] && s=1; o=$(stat -c %s \"$d/stdout.log\" 2>/dev/null || echo -1); "
+            "r=$(stat -c %s \"$d/stderr.log\" 2>/dev/null || echo -1); "
+            "printf '%s\\t%s\\t%s\\t%s\\t%s\\n' \"$d\" \"$e\" \"$s\" \"$o\" \"$r\"; done")
+
+
+def parse_files(text: str) -> dict:
+    out = {}
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) != 5:
+            continue
+        d, e, s, o, r = parts
+        code = int(e.strip()) if e.strip().lstrip("-").isdigit() else None
+        out[d] = FileState(code, s == "1", {"stdout": int(o), "stderr": int(r)})
+    return out
+
+
+class ClusterPoller:
+    """Polls one cluster for every registered job (see the module docstring).
+
+    :ivar stats: counts of remote queries (``squeue``, ``sacct``, ``files``, ``cycles``) for
+        tests and benchmarks.
+    """
+
+    def __init__(self, ssh_conn_id: str, loop: asyncio.AbstractEventLoop):
+        self.ssh_conn_id, self.loop = ssh_conn_id, loop
+        self.watchers: dict = {}          # id(trigger) -> (job_id, job_dir, interval)
+        self.snapshot = Snapshot()
+        self.stats = {"squeue": 0, "sacct": 0, "files": 0, "cycles": 0, "connects": 0}
+        self._cond = asyncio.Condition()
+        self._wake = asyncio.Event()
+        self._task: Optional[asyncio.Task] = None
+        self._conn: Any = None
+        self._sftp: Any = None
+        self._failures = 0
+        self.command_timeout = 60.0
+
+    # ------------------------------------------------------------------ registration
+
+    def register(self, trigger: "SlurmJobTrigger") -> None:
+        self.watchers[id(trigger)] = (str(trigger.job_id), trigger.job_dir, float(trigger.poll_interval))
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._loop())
+
+    def unregister(self, trigger: "SlurmJobTrigger") -> None:
+        self.watchers.pop(id(trigger), None)
+        if not self.watchers:
+            self._wake.set()
+
+    async def next_snapshot(self, after: int) -> Snapshot:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.snapshot.seq > after)
+            return self.snapshot
+
+    # ------------------------------------------------------------------ connection
+
+    async def connection(self) -> Any:
+        if self._conn is None:
+            from airflow.providers.ssh.hooks.ssh import SSHHookAsync
+
+            self.stats["connects"] += 1
+            self._conn = await asyncio.wait_for(SSHHookAsync(ssh_conn_id=self.ssh_conn_id).get_conn(),
+                                                self.command_timeout)
+        return self._conn
+
+    async def run(self, command: str) -> tuple:
+        conn = await self.connection()
+        result = await conn.run(command, timeout=self.command_timeout, check=False)
+        return result.exit_status or 0, str(result.stdout or ""), str(result.stderr or "")
+
+    async def read(self, path: str, offset: int, size: int) -> bytes:
+        """``size`` bytes of ``path`` from ``offset`` over the shared SFTP session."""
+        if self._sftp is None:
+            self._sftp = await (await self.connection()).start_sftp_client()
+        async with self._sftp.open(path, "rb") as fh:
+            await fh.seek(offset)
+            return await fh.read(size)
+
+    def _drop_connection(self) -> None:
+        for obj in (self._sftp, self._conn):
+            try:
+                if obj is not None:
+                    obj.close()
+            except Exception:  # noqa: BLE001 - best effort teardown
+                pass
+        self._sftp = self._conn = None
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _loop(self) -> None:
+        try:
+            while self.watchers:
+                self._wake.clear()
+                snap = await self._poll()
+                async with self._cond:
+                    self.snapshot = snap
+                    self._cond.notify_all()
+                interval = min(w[2] for w in self.watchers.values()) if self.watchers else 0
+                if snap.error:
+                    interval = max(interval, min(2 ** (self._failures - 1), 30) * (1 + random.random()))
+                try:
+                    await asyncio.wait_for(self._wake.wait(), interval)
+                    await asyncio.sleep(0.05)  # let other triggers registering now join this cycle
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            self._drop_connection()
+
+    async def _poll(self) -> Snapshot:
+        prev = self.snapshot
+        watch = list(self.watchers.values())
+        ids = sorted({w[0] for w in watch if w[0]})
+        dirs = sorted({w[1] for w in watch if w[1]})
+        self.stats["cycles"] += 1
+        try:
+            files: dict = {}
+            if dirs:
+                self.stats["files"] += 1
+                _, out, _ = await self.run(files_command(dirs))
+                files = parse_files(out)
+            self.stats["squeue"] += 1
+            _, q, _ = await self.run(squeue_command(ids))
+            live = parse_squeue(q)
+            acct: dict = {}
+            missing = [i for i in ids if i not in live or not live[i].active]
+            if missing:
+                self.stats["sacct"] += 1
+                rc, a, _ = await self.run(sacct_command(missing))
+                acct = parse_sacct(a) if rc == 0 else {}
+        except _connection_errors() as exc:
+            self._failures += 1
+            self._drop_connection()
+            return Snapshot(prev.seq + 1, time.time(), prev.jobs, prev.files,
+                            f"SSH to {self.ssh_conn_id} failed: {type(exc).__name__}: {exc}",
+                            prev.ssh_down_since or time.time())
+        self._failures = 0
+        return Snapshot(prev.seq + 1, time.time(), merge_views(live, acct), files)
+
+
+_POLLERS: dict = {}
+
+
+def get_poller(ssh_conn_id: str) -> ClusterPoller:
+    """The poller of ``ssh_conn_id`` in the running event loop (created on first use)."""
+    loop = asyncio.get_running_loop()
+    for key in [k for k, p in _POLLERS.items() if p.loop.is_closed()]:
+        del _POLLERS[key]
+    key = (id(loop), ssh_conn_id)
+    poller = _POLLERS.get(key)
+    if poller is None or poller.loop is not loop:
+        poller = _POLLERS[key] = ClusterPoller(ssh_conn_id, loop)
+    return poller
+
+
+class SlurmJobTrigger(BaseTrigger):
+    """Wait for one Slurm job, streaming its output; fire one :class:`SlurmJobEvent`.
+
+    :param ssh_conn_id: Airflow SSH connection of the cluster.
+    :param job_id: the Slurm job id.
+    :param job_dir: the wrapper's job directory (``""`` for a foreign job without one: then Slurm's
+        state decides, ``COMPLETED`` meaning success).
+    :param job_name: the job name (reporting only).
+    :param poll_interval: seconds between cluster queries.
+    :param stream_logs: log new stdout/stderr lines while the job runs.
+    :param log_offsets: bytes of each stream already logged.
+    :param exit_grace: seconds to wait for a lagging exit file after Slurm's verdict.
+    :param missing_grace: seconds a job may be unknown to both squeue and sacct.
+    :param ssh_patience: seconds of SSH failure tolerated.
+    :param deadline: epoch seconds after which the job is cancelled (the task's execution_timeout).
+    :param cancel_on_kill: ``scancel`` the job when a user kills the task.
+    :param log_chunk_size: maximum bytes read per stream per poll.
+    """
+
+    def __init__(self, *, ssh_conn_id: str, job_id: str, job_dir: str = "", job_name: str = "",
+                 poll_interval: float = 10.0, stream_logs: bool = True, log_offsets: Optional[dict] = None,
+                 exit_grace: float = 120.0, missing_grace: float = 120.0, ssh_patience: float = 3600.0,
+                 deadline: Optional[float] = None, cancel_on_kill: bool = True,
+                 log_chunk_size: int = 65536) -> None:
+        super().__init__()
+        self.ssh_conn_id, self.job_id, self.job_dir, self.job_name = ssh_conn_id, str(job_id), job_dir, job_name
+        self.poll_interval, self.stream_logs = float(poll_interval), bool(stream_logs)
+        self.log_offsets = {s: int((log_offsets or {}).get(s, 0)) for s in STREAMS}
+        self.exit_grace, self.missing_grace, self.ssh_patience = exit_grace, missing_grace, ssh_patience
+        self.deadline, self.cancel_on_kill, self.log_chunk_size = deadline, cancel_on_kill, int(log_chunk_size)
+        self._carry = {s: b"" for s in STREAMS}
+        self._tail: list = []
+
+    def serialize(self) -> tuple:
+        return (f"{type(self).__module__}.{type(self).__qualname__}", {
+            "ssh_conn_id": self.ssh_conn_id, "job_id": self.job_id, "job_dir": self.job_dir,
+            "job_name": self.job_name, "poll_interval": self.poll_interval, "stream_logs": self.stream_logs,
+            "log_offsets": dict(self.log_offsets), "exit_grace": self.exit_grace,
+            "missing_grace": self.missing_grace, "ssh_patience": self.ssh_patience, "deadline": self.deadline,
+            "cancel_on_kill": self.cancel_on_kill, "log_chunk_size": self.log_chunk_size})
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        poller = get_poller(self.ssh_conn_id)
+        poller.register(self)
+        started, seq = time.monotonic(), -1
+        verdict_since: Optional[float] = None
+        try:
+            while True:
+                snap = await poller.next_snapshot(seq)
+                seq = snap.seq
+                if snap.error:
+                    down = time.time() - (snap.ssh_down_since or time.time())
+                    self.log.warning("%s (for %.0f s; reconnecting)", snap.error, down)
+                    if down > self.ssh_patience:
+                        yield self._event(ERROR, f"{snap.error}; gave up after {down:.0f} s", None, None)
+                        return
+                    continue
+                fs = snap.files.get(self.job_dir) if self.job_dir else None
+                info: Optional[JobInfo] = snap.jobs.get(self.job_id)
+                if self.stream_logs and fs is not None:
+                    await self._stream(poller, fs, final=False)
+                if self.deadline and time.time() > self.deadline:
+                    await self._scancel(poller)
+                    yield self._event(TIMEOUT, "execution_timeout reached: the job was cancelled", fs, info)
+                    return
+                now = time.monotonic()
+                decision = self.decide(fs, info, waited=now - started,
+                                       verdict_for=0.0 if verdict_since is None else now - verdict_since)
+                if decision == "wait-verdict":
+                    verdict_since = verdict_since or now
+                    continue
+                verdict_since = None
+                if decision is None:
+                    continue
+                status, message = decision
+                if fs is not None:
+                    await self._stream(poller, fs, final=True)
+                yield self._event(status, message, fs, info)
+                return
+        except Exception as exc:  # noqa: BLE001 - a trigger must end with an event
+            self.log.exception("Slurm trigger failed")
+            yield self._event(ERROR, f"trigger error: {type(exc).__name__}: {exc}", None, None)
+        finally:
+            poller.unregister(self)
+
+    def decide(self, fs: Optional[FileState], info: Optional[JobInfo], *, waited: float,
+               verdict_for: float) -> Any:
+        """``None`` (keep waiting), ``"wait-verdict"`` (grace running) or ``(status, message)``."""
+        exit_code = fs.exit_code if fs is not None else None
+        if exit_code == 0:
+            return SUCCESS, "exit code 0"
+        if exit_code is not None:
+            if info is not None and info.active:
+                if info.state in REQUEUED:
+                    return None                      # requeued: the exit file is from an earlier run
+                if verdict_for < min(self.exit_grace, 30.0):
+                    return "wait-verdict"            # let Slurm settle (COMPLETING -> final state)
+            why = f"exit code {exit_code}"
+            if info is not None and info.state != "COMPLETED" and (info.terminal or info.state not in REQUEUED):
+                why += f"; {info.explain()}"
+            return FAILED, why
+        if info is None:
+            if waited < self.missing_grace:
+                return None
+            return FAILED, f"job {self.job_id} is known to neither squeue nor sacct after {waited:.0f} s"
+        if info.active:
+            return None
+        if not self.job_dir:  # a foreign job: Slurm decides
+            if info.state == "COMPLETED":
+                return SUCCESS, info.explain()
+            return FAILED, info.explain()
+        grace = self.exit_grace
+        if info.state in KILLED:
+            grace = min(grace, max(3 * self.poll_interval, 5.0))
+            if fs is not None and not fs.started and info.state in ("CANCELLED", "BOOT_FAIL", "DEADLINE"):
+                grace = 0.0                          # never started: no exit file will come
+        if verdict_for < grace:
+            return "wait-verdict"
+        return FAILED, f"no exit code was written; {info.explain()}"
+
+    # ------------------------------------------------------------------ logs
+
+    async def _stream(self, poller: ClusterPoller, fs: FileState, *, final: bool) -> None:
+        for stream in STREAMS:
+            size = fs.sizes.get(stream, -1)
+            for _ in range(64 if final else 1):
+                if size <= self.log_offsets[stream] and not self._carry[stream]:
+                    break
+                data = b""
+                if size > self.log_offsets[stream]:
+                    try:
+                        data = await poller.read(f"{self.job_dir}/{stream}.log", self.log_offsets[stream],
+                                                 min(self.log_chunk_size, size - self.log_offsets[stream]))
+                    except Exception as exc:  # noqa: BLE001 - logs are best effort
+                        self.log.debug("reading %s.log: %s", stream, exc)
+                        break
+                self.log_offsets[stream] += len(data)
+                buf = self._carry[stream] + data
+                cut = len(buf) if final and size <= self.log_offsets[stream] else buf.rfind(b"\n") + 1
+                self._carry[stream] = buf[cut:]
+                for line in buf[:cut].decode("utf-8", "replace").splitlines():
+                    self.log.info("%s", line.rstrip())
+                    self._tail = (self._tail + [line.rstrip()])[-TAIL_LINES:]
+                if not data:
+                    break
+
+    def _event(self, status: str, message: str, fs: Optional[FileState], info: Optional[JobInfo]) -> TriggerEvent:
+        return TriggerEvent(SlurmJobEvent(
+            status=status, job_id=self.job_id, job_name=self.job_name, job_dir=self.job_dir,
+            exit_code=fs.exit_code if fs is not None else None, slurm_state=info.state if info else None,
+            message=message, log_offsets=dict(self.log_offsets), tail=list(self._tail)).to_dict())
+
+    # ------------------------------------------------------------------ kill
+
+    async def _scancel(self, poller: Optional[ClusterPoller] = None) -> None:
+        cmd = f"scancel {shlex.quote(self.job_id)}"
+        try:
+            if poller is not None:
+                await poller.run(cmd)
+                return
+        except Exception:  # noqa: BLE001 - fall back to a fresh connection
+            pass
+        from airflow.providers.ssh.hooks.ssh import SSHHookAsync
+
+        await SSHHookAsync(ssh_conn_id=self.ssh_conn_id).run_command(cmd, timeout=60)
+
+    async def on_kill(self) -> None:
+        """A user killed, cleared or marked the deferred task: cancel the job."""
+        if not self.cancel_on_kill:
+            return
+        self.log.info("task killed: cancelling Slurm job %s", self.job_id)
+        await self._scancel(_POLLERS.get((id(asyncio.get_running_loop()), self.ssh_conn_id)))
+
+
+__all__ = ["SlurmJobTrigger", "ClusterPoller", "get_poller", "files_command", "parse_files"]
