@@ -39,7 +39,28 @@ def gone(pid: int, timeout: float = 15.0) -> bool:
     return False
 
 
-def group_gone(pgid: int, timeout: float = 15.0) -> bool:
+def live_members(pgid: int) -> list:
+    """Non-zombie processes of the group."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                out.append(int(entry))
+    return out
+
+
+def group_gone(pgid: int, timeout: float = 60.0) -> bool:
+    """No live member within 15 s, and none at all (zombies reaped by init, slow under load) later."""
+    deadline = time.monotonic() + 15
+    while live_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if live_members(pgid):
+        return False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
