@@ -43,3 +43,7 @@ airflow: venv
 
 clean:
 	rm -rf $(VENV) .oracle-venv .stepcab .pytest_cache
+
+# Parse-speed and task-overhead benchmarks against dag-factory and hand-written DAGs (not a test).
+bench: venv
+	bash benchmarks/run.sh $(BENCH_ARGS)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Optional
 
-from airflow_provider_stepcab.recipe.backends import effective_backend, select_backend
+from airflow_provider_stepcab.recipe.backends import _backend_of, effective_backend, select_backend
 from airflow_provider_stepcab.recipe.errors import Problems
 
 _CLASSES = {
@@ -38,8 +38,35 @@ _CLASSES = {
 _loaded: dict[str, Any] = {}
 
 
+_memo: dict[str, str] = {}
+
+
+def _memo_key(config_tree: Any, recipe_chain: Any, step: Any, override: Any) -> str:
+    """Everything :func:`mechanism_for` depends on: the backend layers and whether the cab has an
+    image. Parsing the merged backend options is the costly part of choosing a class (~1 ms a step,
+    ``typing.get_type_hints`` per options dataclass) and most steps share the same layers."""
+    base = ((config_tree or {}).get("opts") or {}).get("backend") if isinstance(config_tree, dict) else None
+    layers = [base, *(_backend_of(r) for r in recipe_chain), _backend_of(step.cab), _backend_of(step), override]
+    return repr((layers, bool(getattr(step.cab, "image", None))))
+
+
 def mechanism_for(config_tree: Any, recipe_chain: Any, step: Any, override: Any = None) -> str:
     """The execution mechanism (a key of the class table) of one cab step."""
+    try:
+        key: Optional[str] = _memo_key(config_tree, recipe_chain, step, override)
+    except Exception:  # noqa: BLE001 - an odd layer: just compute
+        key = None
+    if key is not None and key in _memo:
+        return _memo[key]
+    mechanism = _mechanism_for(config_tree, recipe_chain, step, override)
+    if key is not None:
+        if len(_memo) > 4096:
+            _memo.clear()
+        _memo[key] = mechanism
+    return mechanism
+
+
+def _mechanism_for(config_tree: Any, recipe_chain: Any, step: Any, override: Any = None) -> str:
     opts, _ = effective_backend(config_tree, recipe_chain, step.cab, step, override, problems=Problems())
     if opts.slurm is not None and opts.slurm.enable is True:
         return "slurm"

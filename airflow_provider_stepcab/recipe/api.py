@@ -2,19 +2,20 @@
 
 Results are cached, keyed by the arguments and validated by the content hash of *every* file
 that was read (main files and their includes, :attr:`LoadedConfig.files`), so that the DAG
-factory can re-parse a folder every 30 seconds cheaply. Cached objects are shared: callers must
+factory can re-parse a folder every 30 seconds cheaply: in memory, and on disk across processes
+(:mod:`.diskcache`; Airflow parses DAG files and runs tasks in fresh processes). Cached objects are shared: callers must
 treat the returned recipes and configs as read-only (the resolver and planner copy what they change).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
+from . import diskcache
 from .errors import Loc, Problem, Problems, RecipeError
 from .model import Recipe
 from .recipes import BuildContext, build_recipe
@@ -62,22 +63,22 @@ _cache: "OrderedDict[Any, tuple[dict, Any]]" = OrderedDict()
 _lock = threading.RLock()
 
 
-def _digest(path: str) -> Optional[str]:
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.sha256(fh.read()).hexdigest()
-    except OSError:
-        return None
+_digest = diskcache.digest
 
 
 def _cached(key: Any, make: Callable[[], tuple[Any, Iterable[str]]]) -> Any:
+    """``make()`` once per key while the files it read are unchanged: in memory, then in the
+    persistent :mod:`.diskcache` (a fresh dag-processor / task process finds it there)."""
     with _lock:
         hit = _cache.get(key)
         if hit is not None and all(_digest(f) == d for f, d in hit[0].items()):
             _cache.move_to_end(key)
             return hit[1]
-    value, files = make()
-    digests = {f: _digest(f) for f in files}
+    found, value, digests = diskcache.get(key)
+    if not found:
+        value, files = make()
+        digests = {f: _digest(f) for f in files}
+        diskcache.put(key, value, digests)
     with _lock:
         _cache[key] = (digests, value)
         _cache.move_to_end(key)
@@ -86,10 +87,13 @@ def _cached(key: Any, make: Callable[[], tuple[Any, Iterable[str]]]) -> Any:
     return value
 
 
-def clear_cache() -> None:
-    """Forget every cached load (tests, or after changing ``STIMELA_INCLUDE``)."""
+def clear_cache(*, disk: bool = False) -> None:
+    """Forget every cached load (tests, or after changing ``STIMELA_INCLUDE``); with ``disk``,
+    delete the persistent cache too."""
     with _lock:
         _cache.clear()
+    if disk:
+        diskcache.clear()
 
 
 def _env_key() -> tuple:

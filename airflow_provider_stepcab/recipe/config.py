@@ -26,6 +26,7 @@ given file in order (``configuratt.load`` + ``load_recipe_files``):
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -163,6 +164,47 @@ def _kind(value: Any) -> str:
     return "nothing (null)" if value is None else type(value).__name__
 
 
+_PARSED: dict[str, tuple[bytes, Any, list]] = {}
+_PARSED_MAX = 512
+
+
+def _parse_uncached(path: str, text: str | None) -> tuple[Any, list]:
+    problems = Problems()
+    try:
+        tree = load_yaml_file(path) if text is None else load_yaml_text(text, path)
+    except RecipeError as exc:
+        problems.extend(exc.problems)
+        return None, list(problems)
+    if tree is None:  # an empty file is an empty mapping (as OmegaConf)
+        tree = CMap(loc=Loc(path, 1))
+    interpolate(tree, path, problems)
+    return tree, list(problems)
+
+
+def parse_file(path: str) -> tuple[Any, list]:
+    """``(tree, problems)`` of one file: parsed and ``${...}``-interpolated (``None`` if unreadable).
+
+    Cached for the whole process by path and content digest, because the same includes (a shared
+    cab library, cult-cargo's ``stimela.conf``) are read once per recipe file, and the DAG factory
+    loads every recipe file of a folder. The returned tree is shared: callers copy it.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        text = data.decode("utf-8")
+    except (OSError, UnicodeError):
+        return _parse_uncached(path, None)  # the loader reports it with file and reason
+    digest = hashlib.sha256(data).digest()
+    hit = _PARSED.get(path)
+    if hit is not None and hit[0] == digest:
+        return hit[1], list(hit[2])
+    tree, problems = _parse_uncached(path, text)
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.pop(next(iter(_PARSED)))
+    _PARSED[path] = (digest, tree, problems)
+    return tree, list(problems)
+
+
 class _Session:
     """One load: file cache, problems, files read."""
 
@@ -179,15 +221,8 @@ class _Session:
         if path not in self._cache:
             if path not in self.files:
                 self.files.append(path)
-            try:
-                tree = load_yaml_file(path)
-            except RecipeError as exc:
-                self.problems.extend(exc.problems)
-                tree = None
-            else:
-                if tree is None:  # an empty file is an empty mapping (as OmegaConf)
-                    tree = CMap(loc=Loc(path, 1))
-                interpolate(tree, path, self.problems)
+            tree, problems = parse_file(path)
+            self.problems.extend(problems)
             self._cache[path] = tree
         return copy.deepcopy(self._cache[path])
 

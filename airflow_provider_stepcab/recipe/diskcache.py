@@ -1,0 +1,175 @@
+"""A persistent, content-validated cache of loaded recipes, shared between processes.
+
+Airflow's dag-processor parses every DAG file in a *fresh* process (every 30 s by default), and
+every task process parses its DAG file again before running; an in-process cache never survives.
+This cache pickles what :mod:`.api` builds, in one file per cache key, together with the SHA-256
+of every file that was read to build it (main file, includes, cult-cargo's config). An entry is
+used only if all those files still have the same content, so editing a recipe or any file it
+includes invalidates it. The key also covers the stepcab code (size and mtime of the ``recipe``
+package modules), the Python version, ``STIMELA_INCLUDE`` and the working directory.
+
+Where: ``$STEPCAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/stepcab/recipes``, else
+``~/.cache/stepcab/recipes``. ``STEPCAB_CACHE_DIR=off`` (or ``0``/``false``/``no``) disables it.
+
+Safety: entries are written to a temporary file and renamed into place (atomic; concurrent
+writers never leave a half-written entry, the last one wins). The directory must belong to the
+current user and not be writable by others, else the cache is not used (a pickle from an
+untrusted place could run code). Any error (unwritable disk, corrupt entry, old format) simply
+means a miss: the cache can always be deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import stat
+import sys
+import tempfile
+from typing import Any, Optional
+
+ENV_DIR = "STEPCAB_CACHE_DIR"
+FORMAT = 1
+_OFF = {"off", "0", "false", "no", "none", "disabled"}
+_code_fp: Optional[str] = None
+_checked_dirs: dict[str, bool] = {}
+
+
+def cache_dir() -> Optional[str]:
+    """The cache directory, or ``None`` when disabled."""
+    value = os.environ.get(ENV_DIR)
+    if value is not None:
+        return None if value.strip().lower() in _OFF or not value.strip() else os.path.abspath(value)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "stepcab", "recipes")
+
+
+def _usable(path: str) -> bool:
+    """Create ``path`` (mode 0700) if needed; True if it is ours and not writable by others."""
+    ok = _checked_dirs.get(path)
+    if ok is None:
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            st = os.stat(path)
+            ok = (stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
+                  and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+        except OSError:
+            ok = False
+        _checked_dirs[path] = ok
+    return ok
+
+
+def code_fingerprint() -> str:
+    """Changes whenever a module of the ``recipe`` package (which builds the cached objects) does."""
+    global _code_fp
+    if _code_fp is None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        h = hashlib.sha256(f"{FORMAT} {sys.version} {pickle.HIGHEST_PROTOCOL}".encode())
+        for name in sorted(os.listdir(here)):
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(here, name))
+                h.update(f"{name} {st.st_size} {st.st_mtime_ns}\n".encode())
+        _code_fp = h.hexdigest()
+    return _code_fp
+
+
+def digest(path: str) -> Optional[str]:
+    """SHA-256 of a file's content, ``None`` if it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def _cmap(data: dict, loc: Any, key_locs: dict) -> Any:
+    from .yamlio import CMap
+
+    m = CMap(data, loc=loc)
+    m.key_locs = key_locs
+    return m
+
+
+def _clist(data: list, loc: Any, item_locs: list) -> Any:
+    from .yamlio import CList
+
+    c = CList(data, loc=loc)
+    c.item_locs = item_locs
+    return c
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles ``CMap``/``CList`` keeping their ``Loc`` objects as they are (the generic
+    ``__reduce__`` rebuilds every location on load, the largest part of unpickling a recipe)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        from .yamlio import CList, CMap
+
+        if type(obj) is CMap:
+            return _cmap, (dict(obj), obj.loc, obj.key_locs)
+        if type(obj) is CList:
+            return _clist, (list(obj), obj.loc, obj.item_locs)
+        return NotImplemented
+
+
+def _dumps(value: Any) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buf.getvalue()
+
+
+def _entry_path(directory: str, key: Any) -> str:
+    name = hashlib.sha256(repr((code_fingerprint(), key)).encode()).hexdigest()
+    return os.path.join(directory, name[:2], name + ".pkl")
+
+
+def get(key: Any) -> tuple[bool, Any, dict]:
+    """``(hit, value, digests)`` for ``key``; a hit only if every recorded file is unchanged."""
+    directory = cache_dir()
+    if directory is None or not _usable(directory):
+        return False, None, {}
+    try:
+        with open(_entry_path(directory, key), "rb") as fh:
+            stored_key, digests, value = pickle.load(fh)
+    except Exception:  # noqa: BLE001 - missing, corrupt or from an old format: a miss
+        return False, None, {}
+    if stored_key != repr(key) or any(digest(f) != d for f, d in digests.items()):
+        return False, None, {}
+    return True, value, digests
+
+
+def put(key: Any, value: Any, digests: dict) -> None:
+    """Store ``value`` (built from the files in ``digests``) under ``key``; errors are ignored."""
+    directory = cache_dir()
+    if directory is None or not _usable(directory) or any(d is None for d in digests.values()):
+        return
+    path = _entry_path(directory, key)
+    tmp = None
+    try:
+        data = _dumps((repr(key), digests, value))
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".pkl")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+        tmp = None
+    except Exception:  # noqa: BLE001 - unpicklable value, full disk ...: just no cache
+        pass
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def clear() -> None:
+    """Delete every entry of the cache directory."""
+    import shutil
+
+    directory = cache_dir()
+    if directory is not None and os.path.isdir(directory):
+        shutil.rmtree(directory, ignore_errors=True)
+    _checked_dirs.clear()

@@ -1,0 +1,82 @@
+"""Smoke test of the benchmark suite (``benchmarks/``, ``make bench``) so it cannot rot.
+
+Generates a tiny workload (2 files x 3 steps) for every contender, checks that the stepcab recipes
+load cleanly, and runs one real parse measurement of the stepcab folder in a fresh interpreter
+(cold, then warm from the persistent recipe cache) plus the report code on that result. dag-factory
+is not installed in the main venv, so only the generated YAML of that contender is checked here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import bench  # noqa: E402
+import report  # noqa: E402
+import workload  # noqa: E402
+
+
+def test_workload_shapes(tmp_path):
+    paths = workload.write_shape(str(tmp_path), 2, 3)
+    step = Path(paths["stepcab"])
+    assert sorted(p.name for p in step.glob("*.yml")) == ["bench_2x3_000.yml", "bench_2x3_001.yml"]
+    assert (step / "lib" / "cabs.yml").is_file() and (step / "stepcab_dags.py").is_file()
+    cab_text = (step / "lib" / "cabs.yml").read_text()
+    assert cab_text.count("policies:") > 10 and "wranglers:" in cab_text
+    import yaml
+
+    df = yaml.safe_load((Path(paths["dagfactory"]) / "bench_2x3_000.yml").read_text())
+    tasks = df["bench_2x3_000"]["tasks"]
+    assert [t["task_id"] for t in tasks] == ["step-0000", "step-0001", "step-0002"]
+    assert tasks[2]["dependencies"] == ["step-0001"] and tasks[0]["operator"].endswith("BashOperator")
+    py = (Path(paths["python"]) / "bench_2x3_001.py").read_text()
+    compile(py, "bench_2x3_001.py", "exec")
+    assert py.count("BashOperator(") == 3 and "t1 >> t2" in py
+
+
+def test_generated_recipes_load_cleanly(tmp_path):
+    from airflow_provider_stepcab.recipe.api import load_file
+
+    paths = workload.write_shape(str(tmp_path), 1, 12)
+    result = load_file(os.path.join(paths["stepcab"], "bench_1x12_000.yml"))
+    assert not result.problems.errors, [str(p) for p in result.problems.errors]
+    recipe = next(iter(result.recipes.values()))
+    assert len(recipe.steps) == 12
+    assert all(10 <= len(s.cab.inputs) <= 30 for s in recipe.steps.values())
+
+
+def test_cab_sizes():
+    assert all(10 <= len(c.inputs) <= 30 for c in workload.make_cabs())
+
+
+@pytest.mark.airflow
+def test_one_parse_measurement_and_report(tmp_path):
+    paths = workload.write_shape(str(tmp_path / "dags"), 2, 3)
+    env = bench._env(str(tmp_path), str(tmp_path / "cache"))
+    runs = {}
+    for mode in ("cold", "warm"):
+        proc = subprocess.run([sys.executable, str(BENCH / "parse_child.py"), paths["stepcab"]], env=env,
+                              text=True, capture_output=True, timeout=300)
+        line = [x for x in proc.stdout.splitlines() if x.startswith("BENCH_RESULT ")]
+        assert line, proc.stderr[-2000:]
+        runs[mode] = bench.json.loads(line[-1].split(" ", 1)[1])
+    for r in runs.values():
+        assert r["dags"] == 2 and r["tasks"] == 6 and not r["import_errors"], r
+    assert list((tmp_path / "cache").rglob("*.pkl")), "the warm run should find the persistent recipe cache"
+    raw = {"2x3": {"stepcab": {"cold": [runs["cold"]], "warm": [runs["warm"]]},
+                   "dagfactory": {"cold": [], "warm": []}, "python": {"cold": [], "warm": []}}}
+    result = {"when": "now", "duration_s": 1.0, "reps": 1, "metric": "wall",
+              "machine": {"python": "3", "platform": "x", "cpus": 2, "loadavg_at_start": (0.0, 0.0, 0.0)},
+              "versions": {"airflow": "3", "dag_factory": None}, "parse": bench.summarize_parse(raw),
+              "tasks": None, "slurm": None}
+    result["targets"] = report.evaluate_targets(result)
+    md = report.markdown(result)
+    assert "| 2x3 | 6 |" in md and "## Targets" in md
