@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Install the system packages the test suite needs (idempotent, fast when already present).
 #
-#   chromium  - Debian's headless browser, driven by Playwright in tests/test_browser_trigger.py
-#               (Playwright's own browser download is never used: executable_path=/usr/bin/chromium).
+#   chromium           - Debian's headless browser, driven by Playwright in tests/test_browser_trigger.py
+#                        (Playwright's own browser download is never used: executable_path=/usr/bin/chromium).
+#   podman runc busybox-static - local container images and runs (podman/singularity stand-in/kube fake)
+#   slurm-wlm munge openssh-server slurmdbd mariadb-server - the real test cluster (scripts/cluster)
+#   postgresql         - Airflow on Postgres through the scheduler (scripts/postgres.sh)
+#   shellcheck         - lints the docker/ entrypoints
 #
 # Runs apt only for packages that are missing. Needs root (or sudo) when something must be installed.
 # Env: STEPCAB_APT_PACKAGES overrides the package list (space separated).
 set -eu
 
-PACKAGES="${STEPCAB_APT_PACKAGES:-chromium}"
+PACKAGES="${STEPCAB_APT_PACKAGES:-chromium podman runc busybox-static uidmap slurm-wlm munge openssh-server slurmdbd mariadb-server postgresql shellcheck}"
 
 missing=""
 for pkg in $PACKAGES; do
