@@ -1,6 +1,7 @@
 """Tests for plan/argv.py: unit tests per rule, golden command lines from Stimela 2.1.4, live oracle."""
 
 import glob
+import importlib.util
 import json
 import os
 import subprocess
@@ -168,10 +169,7 @@ def stepcab_argv(record, cwd):
     assert not problems.errors, [str(p) for p in problems.errors]
     params = record["params"]
     if cab.dynamic_schema:
-        try:
-            cab = apply_dynamic_schema(cab, params)
-        except RecipeError as exc:
-            pytest.skip(f"dynamic schema hook not runnable without Stimela's deps here: {exc}")
+        cab = apply_dynamic_schema(cab, params)
     values = fill_defaults(cab, params)
     validated = {}
     for name, value in values.items():
@@ -200,7 +198,17 @@ DIVERGENCES = {
 }
 
 
+# Dynamic-schema hooks that need Stimela's own packages (scabha, omegaconf), which cannot live
+# beside Airflow 3: here a user gets a clear error naming the hook's module (the live oracle and
+# test_quartical_* compare the rest of the command line).
+NEEDS_STIMELA = {"quartical": "cultcargo.genesis.quartical.external"}
+
+
 def check_record(record, cwd):
+    if record["cab"] in NEEDS_STIMELA and importlib.util.find_spec("scabha") is None:
+        with pytest.raises(RecipeError, match=NEEDS_STIMELA[record["cab"]].replace(".", r"\.")):
+            stepcab_argv(record, cwd)
+        return
     if record["id"] in DIVERGENCES:
         assert "error" in record  # still what Stimela does
         assert stepcab_argv(record, cwd) == DIVERGENCES[record["id"]][1]

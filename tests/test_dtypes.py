@@ -156,8 +156,10 @@ def _golden_cases():
 def test_validate_matches_stimela(case, tmp_path):
     """Golden results from Stimela 2.1.4 (scabha validate_parameters + pydantic v1)."""
     dtype = parse_dtype(case["dtype"])
-    if case.get("divergence"):
-        pytest.skip(f"documented divergence: {case['divergence']}")
+    if case.get("divergence"):  # Stimela crashes here; we accept the value (documented divergence)
+        expected = complex(case["value"]) if case["dtype"] == "complex" else case["value"]
+        assert dtype.validate(case["value"], cwd=str(tmp_path)) == expected
+        return
     if "error" in case:
         with pytest.raises(ValueError):
             dtype.validate(case["value"], cwd=str(tmp_path))
