@@ -123,3 +123,59 @@ def test_select_backend_rules():
     opts = parse_backend_options({"select": "singularity", "singularity": {"enable": False}})
     name, excuses = select_backend(opts, with_image)
     assert name is None and excuses == {"singularity": "disabled"}
+
+
+SLURM_RECIPE = """\
+opts:
+  backend:
+    slurm:
+      enable: true
+      srun_opts: {mem: 1G}
+      ssh_conn_id: stepcab_cluster
+      remote_dir: /scratch/jobs
+      remote_workdir: /data/run
+      remote_dependencies: [module load apptainer, "export X=1"]
+      sbatch_opts: {qos: long, exclusive: true}
+      poll_interval: 2.5
+      stream_logs: false
+      cleanup: on_success
+      exit_grace: 30
+      missing_grace: 60
+      ssh_patience: 600
+      term_grace: 5
+      log_chunk_size: 4096
+cabs:
+  echo: {command: echo}
+slurmy:
+  steps:
+    hi:
+      cab: echo
+      backend: {slurm: {cleanup: always, remote_dependencies: "module load x", ssh_conn_id: other}}
+"""
+
+
+def test_slurm_remote_submission_keys_are_known(tmp_path):
+    from airflow_provider_stepcab.plan.slurm import OUR_KEYS, SlurmSubmitOptions, parse_slurm_options
+    from airflow_provider_stepcab.recipe.api import load_recipe_result
+    from airflow_provider_stepcab.recipe.backend_schema import SlurmOptions
+
+    path = tmp_path / "slurmy.yml"
+    path.write_text(SLURM_RECIPE)
+    result = load_recipe_result(str(path), "slurmy")
+    assert result.recipe is not None
+    assert not [p for p in result.problems if p.code == "unknown-backend-key"], [str(p) for p in result.problems]
+    assert not result.problems.errors, [str(p) for p in result.problems.errors]
+    tree = load_yaml_text(SLURM_RECIPE, "slurmy.yml")
+    problems = Problems()
+    opts = parse_backend_options(tree["opts"]["backend"], key_path="opts.backend", problems=problems, strict=True)
+    assert not problems, [str(p) for p in problems]
+    assert opts.slurm.cleanup == "on_success" and opts.slurm.poll_interval == 2.5
+    # one set of keys and defaults: plan/slurm.py's parser takes them from the schema
+    schema = SlurmOptions()
+    assert set(OUR_KEYS) <= {f for f in SlurmOptions.__dataclass_fields__}
+    parsed, unknown = parse_slurm_options(tree["opts"]["backend"]["slurm"])
+    assert unknown == [] and parsed.cleanup == "on_success" and parsed.remote_dependencies[0] == "module load apptainer"
+    defaults = SlurmSubmitOptions()
+    for key in OUR_KEYS:
+        want = getattr(schema, key)
+        assert getattr(defaults, key) == (tuple(want) if isinstance(want, list) else want), key

@@ -93,19 +93,7 @@ class StepcabBaseOperator(BaseOperator):
     # ----------------------------------------------------------------- execute
 
     def execute(self, context: Any) -> Any:
-        ti = context["ti"]
-        try:
-            step = self.resolve_step(context)
-        except AirflowSkipException:
-            raise
-        except (RecipeError, FormulaError, ValueError) as exc:
-            raise AirflowException(f"step {'.'.join(self.step_path)}: {exc}") from None
-
-        if step.skip_reason:
-            self._push_params(ti, step.params)
-            self.log.info("skipping step %s: %s", step.fqname, step.skip_reason)
-            raise AirflowSkipException(f"step {step.fqname}: {step.skip_reason}")
-
+        step = self.resolve_or_skip(context)
         self.log.info("step %s (%s) on backend %s in %s", step.fqname, step.cab.name,
                       step.backend_name, step.workdir.path)
         for name, value in step.params.items():
@@ -113,8 +101,31 @@ class StepcabBaseOperator(BaseOperator):
 
         with R.chdir(step.workdir.path):
             R.prepare_outputs(step)
-        result = self._dispatch(step, context)
+        return self.finish_step(step, self._dispatch(step, context), context)
 
+    def resolve_or_skip(self, context: Any, *, finishing: bool = False) -> "R.ResolvedStep":
+        """:meth:`resolve_step` with recipe errors as task failures; a skipped step pushes its
+        params and raises ``AirflowSkipException`` (unless ``finishing``: resuming after a deferral)."""
+        try:
+            step = self.resolve_step(context)
+        except AirflowSkipException:
+            raise
+        except (RecipeError, FormulaError, ValueError) as exc:
+            raise AirflowException(f"step {'.'.join(self.step_path)}: {exc}") from None
+        if step.skip_reason and not finishing:
+            self._push_params(context["ti"], step.params)
+            self.log.info("skipping step %s: %s", step.fqname, step.skip_reason)
+            raise AirflowSkipException(f"step {step.fqname}: {step.skip_reason}")
+        return step
+
+    def finish_step(self, step: "R.ResolvedStep", result: Any, context: Any) -> dict:
+        """Every mechanism's epilogue, given its ``RunResult``: merge parsed outputs, fail with
+        the reason and the last output lines, check/finalise outputs, push the ``stepcab_params``
+        XCom and emit file outputs as Assets.
+
+        :returns: the step's outputs (the task's ``return_value``).
+        :raises AirflowException: the step failed or its outputs are wrong.
+        """
         if result.outputs:
             step.params.update(result.outputs)
         if not result.success:
@@ -126,7 +137,7 @@ class StepcabBaseOperator(BaseOperator):
                 R.finalize_outputs(step)
             except (RecipeError, FormulaError, ValueError) as exc:
                 raise AirflowException(f"step {step.fqname}: {exc}") from None
-        self._push_params(ti, step.params)
+        self._push_params(context["ti"], step.params)
         self._emit_assets(step, context)
         return {k: v for k, v in R.plain(step.params).items() if k in step.cab.outputs}
 
@@ -141,6 +152,10 @@ class StepcabBaseOperator(BaseOperator):
         return runner(self, step, context)
 
     # ----------------------------------------------------------------- resolution
+
+    def available_backends(self) -> list:
+        """Backends a step of this task may select: this class's mechanism and the registered runners."""
+        return sorted({self.mechanism, *BACKEND_RUNNERS})
 
     def resolve_step(self, context: Any) -> "R.ResolvedStep":
         """Resolve this task's step for the running DAG run (see the module docstring)."""
@@ -164,7 +179,7 @@ class StepcabBaseOperator(BaseOperator):
                              recipe_params=overrides.recipe_params, overrides=overrides,
                              loop_value=self.loop_value, loop_index=map_index if map_index >= 0 else None,
                              fetch=xcom.fetch, backend_pref=self.backend,
-                             available=sorted({self.mechanism, *BACKEND_RUNNERS}), workdir=workdir,
+                             available=self.available_backends(), workdir=workdir,
                              recipe_name=self.recipe_name)
 
     # ----------------------------------------------------------------- XCom and assets

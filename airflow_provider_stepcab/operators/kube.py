@@ -251,21 +251,9 @@ class StepcabKubernetesOperator(StepcabBaseOperator, KubernetesPodOperator):
         return self._finish(step, result, context)
 
     def _finish(self, step: "R.ResolvedStep", result: Any, context: Any) -> Any:
-        """The base operator's epilogue: outputs, failure with the last lines, XCom, assets."""
-        if result.outputs:
-            step.params.update(result.outputs)
-        if not result.success:
-            tail = "\n".join(result.tail or [])
-            why = "; ".join(result.errors or []) or f"exit code {result.exit_code}"
-            raise AirflowException(f"step {step.fqname} failed: {why}\n--- last output lines ---\n{tail}")
-        with R.chdir(step.workdir.path):
-            try:
-                R.finalize_outputs(step)
-            except (RecipeError, FormulaError, ValueError) as exc:
-                raise AirflowException(f"step {step.fqname}: {exc}") from None
-        self._push_params(context["ti"], step.params)
-        self._emit_assets(step, context)
-        outputs = {k: v for k, v in R.plain(step.params).items() if k in step.cab.outputs}
+        """The base's :meth:`~.base.StepcabBaseOperator.finish_step`, then ``return_value`` pushed
+        here (the KPO's own XCom push is off)."""
+        outputs = self.finish_step(step, result, context)
         if self.push_outputs:
             context["ti"].xcom_push(key="return_value", value=outputs)
         return outputs

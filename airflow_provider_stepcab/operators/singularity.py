@@ -77,10 +77,47 @@ def task_logger(op: Any) -> Any:
     return show
 
 
+def plan_singularity(step: ResolvedStep, *, executable: str, fs: Any = None, command: Any = None) -> Any:
+    """The step's :class:`~..plan.singularity.SingularityPlan` (``::EPHn::`` placeholders kept).
+
+    :param executable: ``argv[0]`` of the plan.
+    :param fs: filesystem facts (default: this machine's, :class:`~..runtime.containers.LocalFs`).
+    :param command: the cab's own argv, when already built.
+    :raises ContainerPlanError: a bad bind setting or missing path; :class:`.images.ImageError`: no image.
+    """
+    from airflow_provider_stepcab.plan.images import images_section
+    from airflow_provider_stepcab.plan.singularity import singularity_argv_for_step
+    from airflow_provider_stepcab.runtime import containers as C
+
+    if command is None:
+        command = C.container_command_argv(step.cab, step.params, step.ns)
+    return singularity_argv_for_step(step.cab, step.params, command, backend=step.backend,
+                                     cwd=str(step.workdir.path), fs=fs or C.LocalFs(), executable=executable,
+                                     images=images_section(step.config), extra_env=step.env)
+
+
+class RemoteHomeFs:
+    """This machine's filesystem facts (a filesystem shared with the cluster), but ``~`` is the
+    cluster user's home: ``image_dir: ~/.singularity`` and ``~`` binds mean the remote user's."""
+
+    def __init__(self, home: str):
+        from airflow_provider_stepcab.runtime.containers import LocalFs
+
+        self._local, self.home = LocalFs(), home.rstrip("/") or "/"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._local, name)
+
+    def expanduser(self, path: str) -> str:
+        if path == "~" or path.startswith("~/"):
+            return self.home + path[1:]
+        return path
+
+
 def run_singularity(op: StepcabBaseOperator, step: ResolvedStep, context: Any) -> Any:
     """Run ``step`` in Singularity, streaming into ``op``'s log; return the ``RunResult``."""
-    from airflow_provider_stepcab.plan.images import ImageError, images_section
-    from airflow_provider_stepcab.plan.singularity import ContainerPlanError, singularity_argv_for_step
+    from airflow_provider_stepcab.plan.images import ImageError
+    from airflow_provider_stepcab.plan.singularity import ContainerPlanError
     from airflow_provider_stepcab.recipe.wranglers import Wranglers
     from airflow_provider_stepcab.runtime import containers as C
 
@@ -91,8 +128,7 @@ def run_singularity(op: StepcabBaseOperator, step: ResolvedStep, context: Any) -
     try:
         exe = C.find_singularity(sing.executable)
         command = C.container_command_argv(step.cab, step.params, step.ns)
-        plan = singularity_argv_for_step(step.cab, step.params, command, backend=opts, cwd=cwd, fs=C.LocalFs(),
-                                         executable=exe, images=images_section(step.config), extra_env=step.env)
+        plan = plan_singularity(step, executable=exe, command=command)
         C.ensure_singularity_image(plan, log=show, auto_build=bool(sing.auto_build), rebuild=bool(sing.rebuild),
                                    rebuilt=_REBUILT)
     except (C.ContainerError, ContainerPlanError, ImageError) as exc:

@@ -5,8 +5,13 @@ mechanism differs. :meth:`StepcabSlurmOperator.execute`:
 
 1. resolves the step; when its merged backend does not enable ``slurm`` the step runs like the
    base operator would (a registered runner, e.g. native);
-2. builds the command (the native argv; singularity when a planner for it is installed) and the
-   batch script (:mod:`..plan.slurm`, :mod:`..plan.sbatch`);
+2. builds the command and the batch script (:mod:`..plan.slurm`, :mod:`..plan.sbatch`). Slurm wraps
+   the step's inner backend (``select`` without ``slurm``): ``native`` runs the native argv;
+   ``singularity`` runs the ``exec`` argv of :mod:`..plan.singularity` on the compute node — one SSH
+   command on the login node first runs ``remote_dependencies`` (``module load apptainer``), finds
+   ``apptainer``/``singularity`` and, with ``build_local: true``, builds a missing image there;
+   otherwise the build is a step of the job script. ``::EPHn::`` temporary directories are made by
+   the job script on the compute node (``mktemp -d``), as Stimela's ``slurm_runner.sh`` does;
 3. **reattaches instead of submitting twice**: job names are deterministic per try
    (:func:`~..plan.slurm.try_names`); this try's job in any state, or an earlier try's job that is
    still queued/running or completed with exit code 0, is adopted (a retry after a worker died);
@@ -23,20 +28,23 @@ Files are assumed to be on a filesystem shared by the worker and the cluster (as
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from typing import Any, Mapping, Optional
 
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_stepcab.operators import native as _native  # noqa: F401 - registers the native runner
 from airflow_provider_stepcab.operators import resolve as R
 from airflow_provider_stepcab.operators.base import StepcabBaseOperator
 from airflow_provider_stepcab.plan import slurm as P
 from airflow_provider_stepcab.plan.sbatch import SCRIPT, build_sbatch_script
-from airflow_provider_stepcab.recipe.errors import FormulaError, RecipeError
+from airflow_provider_stepcab.recipe.errors import RecipeError
 
 XCOM_JOB_KEY = "slurm_job"
 MAX_OUTPUT_BYTES = 16 << 20
+#: seconds allowed for the login-node preparation of a singularity step (it may build an image)
+PREPARE_TIMEOUT = 3600.0
 
 
 class StepcabSlurmOperator(StepcabBaseOperator):
@@ -60,21 +68,16 @@ class StepcabSlurmOperator(StepcabBaseOperator):
                          backend=backend, loop_value=loop_value, **kwargs)
         self.slurm_defaults = dict(slurm_defaults or {})
         self._job: Optional[dict] = None
+        self._local_only = False
 
     # ----------------------------------------------------------------- resolution
 
-    def _resolve(self, context: Any, *, finishing: bool = False) -> "R.ResolvedStep":
-        try:
-            step = self.resolve_step(context)
-        except AirflowSkipException:
-            raise
-        except (RecipeError, FormulaError, ValueError) as exc:
-            raise AirflowException(f"step {'.'.join(self.step_path)}: {exc}") from None
-        if step.skip_reason and not finishing:
-            self._push_params(context["ti"], step.params)
-            self.log.info("skipping step %s: %s", step.fqname, step.skip_reason)
-            raise AirflowSkipException(f"step {step.fqname}: {step.skip_reason}")
-        return step
+    def available_backends(self) -> list:
+        """Slurm wraps ``native`` and ``singularity``: their runtime lives on the cluster, so both
+        are selectable here whatever this worker has installed (unless the step turned out not to
+        be wrapped: then only what runs here)."""
+        local = super().available_backends()
+        return local if self._local_only else sorted({*local, "native", "singularity"})
 
     def _options(self, step: "R.ResolvedStep") -> P.SlurmSubmitOptions:
         section = dict(self.slurm_defaults)
@@ -92,13 +95,17 @@ class StepcabSlurmOperator(StepcabBaseOperator):
     # ----------------------------------------------------------------- execute
 
     def execute(self, context: Any) -> Any:
-        step = self._resolve(context)
+        self._local_only = False
+        step = self.resolve_or_skip(context)
+        if not self._wrapped(step) and step.backend_name not in StepcabBaseOperator.available_backends(self):
+            self._local_only = True  # not under slurm: choose among the backends of this worker
+            step = self.resolve_or_skip(context)
         self.log.info("step %s (%s) on backend %s%s in %s", step.fqname, step.cab.name, step.backend_name,
                       " under slurm" if self._wrapped(step) else "", step.workdir.path)
         if not self._wrapped(step):
             with R.chdir(step.workdir.path):
                 R.prepare_outputs(step)
-            return self._finish(step, self._dispatch(step, context), context)
+            return self.finish_step(step, self._dispatch(step, context), context)
         try:
             P.check_backend(step.backend_name)
         except P.SlurmPlanError as exc:
@@ -164,9 +171,10 @@ class StepcabSlurmOperator(StepcabBaseOperator):
         env = dict(step.env)
         recipe_dir = os.path.dirname(os.path.abspath(self.recipe_file))
         env["PYTHONPATH"] = recipe_dir
+        command = self._command(hook, opts, step)
         try:
-            spec = P.build_job_spec(opts, argv=step_argv(step), name=name, directory=directory,
-                                    workdir=str(step.workdir.path), backend_name=step.backend_name, env=env)
+            spec = P.build_job_spec(opts, name=name, directory=directory, workdir=str(step.workdir.path),
+                                    backend_name=step.backend_name, env=env, **command)
             script = build_sbatch_script(spec)
         except (P.SlurmPlanError, ValueError, RecipeError) as exc:
             raise AirflowException(f"step {step.fqname}: {exc}") from None
@@ -179,6 +187,56 @@ class StepcabSlurmOperator(StepcabBaseOperator):
         return {"job_id": job_id, "job_name": name, "job_dir": directory, "ssh_conn_id": opts.ssh_conn_id,
                 "try_number": ti.try_number, "reattached": False}
 
+    def _command(self, hook: Any, opts: P.SlurmSubmitOptions, step: "R.ResolvedStep") -> dict:
+        """What the job runs: ``build_job_spec`` keywords (``argv``, ``setup``, ``ephemeral`` ...)."""
+        if step.backend_name == "native":
+            from airflow_provider_stepcab.operators.native import native_argv
+
+            try:
+                return {"argv": native_argv(step)}
+            except (ValueError, RecipeError) as exc:
+                raise AirflowException(f"step {step.fqname}: {exc}") from None
+        return self._singularity_command(hook, opts, step)
+
+    def _singularity_command(self, hook: Any, opts: P.SlurmSubmitOptions, step: "R.ResolvedStep") -> dict:
+        """The singularity ``exec`` argv for the compute node; the executable found (and, with
+        ``build_local``, the image built) on the login node after ``remote_dependencies``."""
+        from airflow_provider_stepcab.operators.singularity import _REBUILT, RemoteHomeFs, plan_singularity
+        from airflow_provider_stepcab.plan.images import ImageError
+        from airflow_provider_stepcab.plan.singularity import ContainerPlanError
+
+        sing, build_local = step.backend.singularity, bool(step.backend.slurm.build_local)
+        try:
+            plan = plan_singularity(step, executable=sing.executable or "singularity",
+                                    fs=RemoteHomeFs(hook.home()))
+        except (ContainerPlanError, ImageError, ValueError, RecipeError) as exc:
+            raise AirflowException(f"step {step.fqname}: {exc}") from None
+        image = P.ImageCheck(simg=plan.simg, source=None if plan.image.prebuilt else plan.image.docker_uri,
+                             auto_build=bool(sing.auto_build),
+                             rebuild=bool(sing.rebuild) and plan.simg not in _REBUILT)
+        where = "on the login node" if build_local else "in the job"
+        self.log.info("singularity image %s (built %s when missing)", plan.simg, where)
+        script = P.singularity_prepare_script(opts.remote_dependencies, executable=sing.executable,
+                                              image=image if build_local else None,
+                                              workdir=opts.remote_workdir or str(step.workdir.path))
+        rc, out, err = hook.run(f"bash -c {shlex.quote(script)}", check=False, timeout=PREPARE_TIMEOUT)
+        for line in (out + err).splitlines():
+            if line.strip() and not line.startswith(P.EXE_MARK):
+                self.log.info("[login node] %s", line)
+        exe = P.parse_prepare_output(out)
+        if rc != 0 or not exe:
+            raise AirflowException(f"step {step.fqname}: preparing singularity on the cluster failed "
+                                   f"(exit {rc}): {(err.strip() or out.strip())[-2000:]}")
+        if image.rebuild:
+            _REBUILT.add(plan.simg)
+        setup = []
+        if plan.mkdirs:
+            setup.append("mkdir -p -- " + " ".join(shlex.quote(d) for d in plan.mkdirs) + " || exit $?")
+        if not build_local:
+            setup += P.image_lines(shlex.quote(exe), image)
+        return {"argv": [exe, *plan.argv[1:]], "setup": setup, "ephemeral": dict(plan.ephemeral),
+                "clean_ephemeral": bool(sing.clean_tmp)}
+
     # ----------------------------------------------------------------- completion
 
     def execute_complete(self, context: Any, event: Any = None) -> Any:
@@ -188,7 +246,8 @@ class StepcabSlurmOperator(StepcabBaseOperator):
         from airflow_provider_stepcab.triggers.events import SlurmJobEvent
 
         ev = SlurmJobEvent.from_dict(event)
-        step = self._resolve(context, finishing=True)
+        self._local_only = False  # it was submitted: a wrapped step
+        step = self.resolve_or_skip(context, finishing=True)
         opts = self._options(step)
         self.log.info("Slurm job %s (%s) ended: %s%s", ev.job_id, ev.job_name, ev.status,
                       f" ({ev.message})" if ev.message else "")
@@ -209,7 +268,7 @@ class StepcabSlurmOperator(StepcabBaseOperator):
         result = RunResult(exit_code=ev.exit_code, success=ok, outputs=dict(state.outputs), errors=errors,
                            warnings=list(state.warnings), tail=list(ev.tail),
                            declared_success=state.declared_success)
-        return self._finish(step, result, context)
+        return self.finish_step(step, result, context)
 
     def _wrangle(self, hook: Any, step: "R.ResolvedStep", ev: Any) -> Any:
         """Run the job's whole output through the cab's wranglers (outputs, errors, success)."""
@@ -223,23 +282,6 @@ class StepcabSlurmOperator(StepcabBaseOperator):
             for line in text.splitlines():
                 state.process(line.rstrip())
         return state
-
-    def _finish(self, step: "R.ResolvedStep", result: Any, context: Any) -> Any:
-        """The base operator's epilogue: outputs, failure with the last lines, XCom, assets."""
-        if result.outputs:
-            step.params.update(result.outputs)
-        if not result.success:
-            tail = "\n".join(result.tail or [])
-            why = "; ".join(result.errors or []) or f"exit code {result.exit_code}"
-            raise AirflowException(f"step {step.fqname} failed: {why}\n--- last output lines ---\n{tail}")
-        with R.chdir(step.workdir.path):
-            try:
-                R.finalize_outputs(step)
-            except (RecipeError, FormulaError, ValueError) as exc:
-                raise AirflowException(f"step {step.fqname}: {exc}") from None
-        self._push_params(context["ti"], step.params)
-        self._emit_assets(step, context)
-        return {k: v for k, v in R.plain(step.params).items() if k in step.cab.outputs}
 
     def on_kill(self) -> None:
         """Killed while submitting (the deferred wait cancels through the trigger's ``on_kill``)."""
@@ -255,18 +297,4 @@ class StepcabSlurmOperator(StepcabBaseOperator):
                 hook.close()
 
 
-def step_argv(step: "R.ResolvedStep") -> list:
-    """The command a Slurm job runs: the native argv, or the singularity one when available."""
-    if step.backend_name == "native":
-        from airflow_provider_stepcab.operators.native import native_argv
-
-        return native_argv(step)
-    try:
-        from airflow_provider_stepcab.operators.singularity import singularity_argv  # type: ignore
-    except ImportError:
-        raise AirflowException(f"step {step.fqname}: the {step.backend_name} backend under slurm needs "
-                               "airflow_provider_stepcab.operators.singularity.singularity_argv") from None
-    return list(singularity_argv(step))
-
-
-__all__ = ["StepcabSlurmOperator", "step_argv", "XCOM_JOB_KEY"]
+__all__ = ["StepcabSlurmOperator", "XCOM_JOB_KEY"]

@@ -65,6 +65,12 @@ class SlurmJobSpec:
     :param remote_dependencies: shell lines run before the command (``module load apptainer``).
     :param env: environment variables exported before the command.
     :param term_grace: seconds between TERM to the command's group and KILL.
+    :param setup: shell lines run after ``remote_dependencies`` (e.g. creating bind sources or
+        building a container image); a failing line should ``exit`` itself.
+    :param ephemeral: temporary directories made on the compute node just before the command, as
+        Stimela's ``slurm_runner.sh`` does: ``{"EPH0": "/tmp"}`` runs ``mktemp -d`` in ``/tmp`` and
+        replaces ``::EPH0::`` in every argument (see :mod:`.singularity`).
+    :param clean_ephemeral: remove those directories when the job ends.
     """
 
     job_name: str
@@ -75,6 +81,9 @@ class SlurmJobSpec:
     remote_dependencies: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     term_grace: int = 10
+    setup: Sequence[str] = ()
+    ephemeral: Mapping[str, str] = field(default_factory=dict)
+    clean_ephemeral: bool = True
 
 
 def job_file(job_dir: str, name: str) -> str:
@@ -126,9 +135,11 @@ _sc_status() {  # _sc_status STATE [EXIT_CODE]
     "$1" "${SLURM_JOB_ID:-}" "$_sc_host" "$now" "${2:-null}" > "$STEPCAB_JOB_DIR/status.json.tmp.$$" \
     && mv -f "$STEPCAB_JOB_DIR/status.json.tmp.$$" "$STEPCAB_JOB_DIR/status.json"
 }
+_sc_tmpdirs=()
 _sc_exit() {
   local rc=$?
   trap - EXIT TERM
+  [ "${#_sc_tmpdirs[@]}" -eq 0 ] || rm -rf -- "${_sc_tmpdirs[@]}" 2>/dev/null
   printf '%s\n' "$rc" > "$STEPCAB_JOB_DIR/exitcode.tmp.$$" && mv -f "$STEPCAB_JOB_DIR/exitcode.tmp.$$" "$STEPCAB_JOB_DIR/exitcode"
   _sc_status finished "$rc"
   exit "$rc"
@@ -171,7 +182,13 @@ def build_sbatch_script(spec: SlurmJobSpec) -> str:
     if spec.remote_dependencies:
         parts.append("# remote_dependencies (run before the command)")
         parts.extend(str(line) for line in spec.remote_dependencies)
+    if spec.setup:
+        parts.append("# setup (run before the command)")
+        parts.extend(str(line) for line in spec.setup)
     command = " ".join(q(str(a)) for a in spec.argv)
+    if spec.ephemeral:
+        parts.extend(_ephemeral_lines(spec))
+        command = '"${_sc_argv[@]}"'
     # setsid gives the command its own process group, so TERM reaches all of it;
     # waiting in the background lets the TERM trap run while the command works.
     parts.append(f"setsid {command} &")
@@ -179,3 +196,20 @@ def build_sbatch_script(spec: SlurmJobSpec) -> str:
     parts.append('wait "$_sc_child"')
     parts.append("exit $?")
     return "\n".join(parts) + "\n"
+
+
+def _ephemeral_lines(spec: SlurmJobSpec) -> list[str]:
+    """``mktemp -d`` per placeholder on the compute node, then ``::EPHn::`` → path in the argv."""
+    q = shlex.quote
+    lines = ["# ephemeral directories, made on the compute node (Stimela's slurm_runner.sh)",
+             "_sc_argv=(" + " ".join(q(str(a)) for a in spec.argv) + ")"]
+    for i, (key, base) in enumerate(spec.ephemeral.items()):
+        if not re.match(r"^[A-Za-z0-9_]+$", str(key)):
+            raise ValueError(f"invalid ephemeral placeholder name {key!r}")
+        var = f"_sc_eph{i}"
+        lines.append(f"{var}=$(mktemp -d -p {q(str(base))} stepcab-eph.XXXXXXXX) || exit 125")
+        if spec.clean_ephemeral:
+            lines.append(f'_sc_tmpdirs+=("${var}")')
+        # a quoted replacement is taken literally (bash 5.2 patsub_replacement)
+        lines.append(f'_sc_argv=("${{_sc_argv[@]//::{key}::/"${var}"}}")')
+    return lines

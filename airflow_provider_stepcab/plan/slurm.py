@@ -20,6 +20,14 @@ mapping's ``slurm`` section (Stimela's keys plus ours)::
 
 ``srun_opts`` become ``#SBATCH`` options verbatim (Stimela uses the keys verbatim too);
 ``sbatch_opts`` win over them. ``slurm`` + ``kube`` is an error, as in Stimela.
+
+Every key and default is declared once, in ``recipe/backend_schema.py``'s ``SlurmOptions``;
+:func:`parse_slurm_options` is the one parser of their values.
+
+Singularity under Slurm: :func:`singularity_prepare_script` (run over SSH on the login node: the
+dependencies, the executable, the image with ``build_local``) and :func:`image_lines` (the image
+check/build as a step of the job script); the ``::EPHn::`` directories are made by the job script
+(:class:`~.sbatch.SlurmJobSpec` ``ephemeral``).
 """
 
 from __future__ import annotations
@@ -27,15 +35,19 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
+import shlex
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Optional, Sequence
 
+from ..recipe.backend_schema import SlurmOptions as _SchemaOptions
 from .sbatch import SlurmJobSpec, job_name
 
+#: the schema's defaults (``recipe/backend_schema.py`` declares every ``backend.slurm`` key)
+_D = _SchemaOptions()
 #: keys of Stimela's ``SlurmOptions`` (handled by ``recipe/backends.py``; not ours)
 STIMELA_KEYS = ("enable", "srun_path", "srun_opts", "srun_opts_build", "build_local")
 CLEANUP_CHOICES = ("never", "on_success", "always")
-DEFAULT_REMOTE_DIR = "stepcab-jobs"
+DEFAULT_REMOTE_DIR = _D.remote_dir
 #: how many earlier tries a retry looks for (by their deterministic job names)
 REATTACH_TRIES = 8
 
@@ -65,23 +77,23 @@ class SlurmSubmitOptions:
     :param log_chunk_size: maximum bytes of each log read per poll.
     """
 
-    ssh_conn_id: str = "ssh_default"
-    remote_dir: str = DEFAULT_REMOTE_DIR
-    remote_workdir: Optional[str] = None
-    remote_dependencies: tuple = ()
+    ssh_conn_id: str = _D.ssh_conn_id
+    remote_dir: str = _D.remote_dir
+    remote_workdir: Optional[str] = _D.remote_workdir
+    remote_dependencies: tuple = tuple(_D.remote_dependencies)
     sbatch_opts: Mapping[str, Any] = field(default_factory=dict)
     srun_opts: Mapping[str, Any] = field(default_factory=dict)
-    poll_interval: float = 10.0
-    stream_logs: bool = True
-    cleanup: str = "never"
-    exit_grace: float = 120.0
-    missing_grace: float = 120.0
-    ssh_patience: float = 3600.0
-    term_grace: int = 10
-    log_chunk_size: int = 65536
+    poll_interval: float = _D.poll_interval
+    stream_logs: bool = _D.stream_logs
+    cleanup: str = _D.cleanup
+    exit_grace: float = _D.exit_grace
+    missing_grace: float = _D.missing_grace
+    ssh_patience: float = _D.ssh_patience
+    term_grace: int = _D.term_grace
+    log_chunk_size: int = _D.log_chunk_size
 
 
-#: our keys (to be accepted by ``recipe/backends.py``'s ``SlurmOptions``)
+#: our keys (declared, with their defaults, by ``recipe/backend_schema.py``'s ``SlurmOptions``)
 OUR_KEYS = tuple(f.name for f in fields(SlurmSubmitOptions) if f.name != "srun_opts")
 
 
@@ -213,13 +225,17 @@ def check_backend(backend_name: str) -> None:
 
 def build_job_spec(opts: SlurmSubmitOptions, *, argv: Sequence[str], name: str, directory: str,
                    workdir: Optional[str], backend_name: str = "native",
-                   env: Optional[Mapping[str, str]] = None) -> SlurmJobSpec:
+                   env: Optional[Mapping[str, str]] = None, setup: Sequence[str] = (),
+                   ephemeral: Optional[Mapping[str, str]] = None, clean_ephemeral: bool = True) -> SlurmJobSpec:
     """The batch job of one step try.
 
-    :param argv: the planned command (native or singularity argv).
+    :param argv: the planned command (native or singularity argv, ``::EPHn::`` placeholders kept).
     :param name: the job name (:func:`try_names`).
     :param directory: the job directory (:func:`job_dir`, absolute on the cluster).
     :param workdir: the run's working directory (used unless ``remote_workdir`` is set).
+    :param setup: shell lines after ``remote_dependencies`` (:func:`image_lines`, bind ``mkdir``).
+    :param ephemeral: ``{"EPH0": "/tmp"}``: temporary directories made on the compute node.
+    :param clean_ephemeral: remove them at the end (``singularity.clean_tmp``).
     """
     check_backend(backend_name)
     if not posixpath.isabs(directory):
@@ -227,8 +243,93 @@ def build_job_spec(opts: SlurmSubmitOptions, *, argv: Sequence[str], name: str, 
     return SlurmJobSpec(job_name=name, job_dir=directory, argv=[str(a) for a in argv],
                         workdir=opts.remote_workdir or workdir or directory,
                         sbatch_options=sbatch_options(opts), remote_dependencies=tuple(opts.remote_dependencies),
-                        env=dict(env or {}), term_grace=opts.term_grace)
+                        env=dict(env or {}), term_grace=opts.term_grace, setup=tuple(setup),
+                        ephemeral=dict(ephemeral or {}), clean_ephemeral=clean_ephemeral)
+
+
+# --------------------------------------------------------------------------- singularity under slurm
+
+#: what the login-node preparation prints to name the executable the job runs
+EXE_MARK = "STEPCAB_EXE="
+SINGULARITY_NAMES = ("apptainer", "singularity")
+
+_IMAGE_FN = r"""_sc_image() {  # _sc_image EXE SIMG SOURCE REBUILD AUTO_BUILD: make sure SIMG exists
+  if [ -e "$2" ] && [ "$4" != 1 ]; then echo "stepcab: singularity image $2 present"; return 0; fi
+  if [ -z "$3" ]; then echo "stepcab: prebuilt singularity image $2 (image.path) doesn't exist" >&2; return 1; fi
+  if [ "$4" != 1 ] && [ "$5" != 1 ]; then
+    echo "stepcab: singularity image $2 does not exist and auto_build is off" >&2; return 1
+  fi
+  mkdir -p "$(dirname "$2")" || return 1
+  local tmp="$2.stepcab-build.$$" rc=0
+  rm -rf "$tmp"
+  echo "stepcab: building singularity image $2 from $3"
+  "$1" build "$tmp" "$3" || rc=$?
+  if [ "$rc" != 0 ]; then rm -rf "$tmp"; echo "stepcab: '$1 build $2 $3' returned $rc" >&2; return "$rc"; fi
+  mv -f "$tmp" "$2"
+}"""
+
+
+@dataclass(frozen=True)
+class ImageCheck:
+    """The Singularity image a job needs: ``simg`` (on the cluster), built from ``source``
+    (``docker://...``; ``None`` for a prebuilt ``image.path``) when missing and ``auto_build``,
+    or always when ``rebuild``. Built into a temporary name and moved, so jobs never see half an image."""
+
+    simg: str
+    source: Optional[str]
+    auto_build: bool = True
+    rebuild: bool = False
+
+
+def image_lines(exe_word: str, image: ImageCheck) -> list:
+    """Shell lines making sure ``image`` exists (``<exe> build <simg> docker://<image>``), else
+    ``exit`` with the build's status.
+
+    :param exe_word: the executable as a shell word (already quoted, e.g. ``'"$_sc_exe"'``).
+    """
+    q = shlex.quote
+    call = " ".join([exe_word, q(image.simg), q(image.source or ""), "1" if image.rebuild else "0",
+                     "1" if image.auto_build else "0"])
+    return [_IMAGE_FN, f"_sc_image {call} || exit $?"]
+
+
+def singularity_prepare_script(remote_dependencies: Sequence[str], *, executable: Optional[str] = None,
+                               image: Optional[ImageCheck] = None, workdir: Optional[str] = None) -> str:
+    """Bash text run over SSH on the login node before submitting a singularity step.
+
+    Like the job script, changes to ``workdir`` and runs ``remote_dependencies`` (``module load
+    apptainer``); then finds the executable (``executable``, else ``apptainer`` or ``singularity``
+    on ``PATH``) and prints ``STEPCAB_EXE=<name>`` (a bare name is looked up again on the compute
+    node); with ``image`` (``build_local: true``) it also makes sure the image exists, building it there.
+    """
+    q = shlex.quote
+    wanted = executable or " or ".join(SINGULARITY_NAMES)
+    lines = [f"cd {q(workdir)} || exit 125"] if workdir else []
+    lines += [str(line) for line in remote_dependencies]
+    if executable:
+        lines.append(f"_sc_exe={q(executable)}")
+    else:
+        lines.append("_sc_exe=")
+        lines.append(f"for _sc_n in {' '.join(SINGULARITY_NAMES)}; do "
+                     'command -v "$_sc_n" >/dev/null 2>&1 && { _sc_exe=$_sc_n; break; }; done')
+    lines.append('if [ -z "$_sc_exe" ] || ! command -v "$_sc_exe" >/dev/null 2>&1; then')
+    lines.append(f"  echo {q(f'stepcab: {wanted} not found on the PATH of the cluster (after remote_dependencies)')}"
+                 " >&2; exit 127")
+    lines.append("fi")
+    lines.append(f"printf '{EXE_MARK}%s\\n' \"$_sc_exe\"")
+    if image is not None:
+        lines += image_lines('"$_sc_exe"', image)
+    return "\n".join(lines) + "\n"
+
+
+def parse_prepare_output(text: str) -> Optional[str]:
+    """The executable named by :func:`singularity_prepare_script`'s output (``None`` if absent)."""
+    for line in reversed(text.splitlines()):
+        if line.startswith(EXE_MARK):
+            return line[len(EXE_MARK):].strip() or None
+    return None
 
 
 __all__ = ["SlurmSubmitOptions", "SlurmPlanError", "parse_slurm_options", "sbatch_options", "job_dir",
-           "try_names", "check_backend", "build_job_spec", "OUR_KEYS", "CLEANUP_CHOICES"]
+           "try_names", "check_backend", "build_job_spec", "OUR_KEYS", "CLEANUP_CHOICES", "ImageCheck",
+           "image_lines", "singularity_prepare_script", "parse_prepare_output"]

@@ -204,6 +204,22 @@ class SlurmOptions:
     srun_opts: Dict[str, str] = field(default_factory=dict)
     srun_opts_build: Optional[Dict[str, str]] = None
     build_local: bool = True
+    # stepcab's remote submission over SSH (Stimela 2.1.4 rejects these keys). The defaults here
+    # are the only ones: plan/slurm.py's SlurmSubmitOptions takes them from this class and is the
+    # one parser and checker of the values (docs/slurm.md). Types stay as lenient as that parser.
+    ssh_conn_id: Optional[str] = "ssh_default"
+    remote_dir: str = "stepcab-jobs"
+    remote_workdir: Optional[str] = None
+    remote_dependencies: Union[List[str], str] = field(default_factory=list)   # shell lines
+    sbatch_opts: Dict[str, Any] = field(default_factory=dict)
+    poll_interval: float = 10.0
+    stream_logs: bool = True
+    cleanup: Union[str, bool] = "never"         # never | on_success | always (true = always)
+    exit_grace: float = 120.0
+    missing_grace: float = 120.0
+    ssh_patience: float = 3600.0
+    term_grace: int = 10
+    log_chunk_size: int = 65536
 
 
 @dataclass
