@@ -9,6 +9,10 @@ each step selects (``--backend`` overrides), collects the distinct images and, f
 
 Native steps need nothing. Progress is shown as ``[i/n] image ... status`` lines; the exit status is
 1 if any image failed. No Airflow import.
+
+:func:`collect_images` and :func:`build_images` are also what the DAG's optional first task
+(:class:`~airflow_provider_stepcab.operators.build.StepcabBuildImagesOperator`,
+``opts.airflow.build_images``) runs.
 """
 
 from __future__ import annotations
@@ -19,13 +23,39 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 EXIT_OK, EXIT_ERRORS = 0, 1
 
+#: ``say(text)``: one progress line
+SayFn = Callable[[str], None]
+#: ``log(level, text)``: one line of build/pull output
+LogFn = Callable[[int, str], None]
 
-def _collect(result: Any, params: dict, backend: Optional[str], out: Any) -> tuple[list, int]:
-    """``[(key, kind, plan, settings)]`` of distinct images, plus the number of planning errors."""
+
+class ImageNeed(NamedTuple):
+    """One distinct image a recipe needs."""
+
+    key: str           # the ``.simg`` path (singularity) or ``<engine>:<image>``
+    kind: str          # singularity, podman or docker
+    plan: Any          # SingularityPlan / PodmanPlan of the first step needing it
+    settings: Any      # the backend section's options
+    step: str          # fqname of that step
+
+
+def collect_images(result: Any, params: dict, backend: Any = None, *, say: SayFn,
+                   wanted: Optional[Callable[[Any], bool]] = None) -> tuple[list, list]:
+    """The distinct images the cab steps of a loaded recipe need, on the backend each step selects.
+
+    :param result: a :class:`~.recipe.api.LoadResult` with a recipe.
+    :param params: recipe inputs (or ``label.param`` values).
+    :param backend: override layer for every step (a name, ``select`` list or backend mapping), or
+        ``callable(step_path) -> override`` for per-step overrides.
+    :param say: receives one line per problem found.
+    :param wanted: ``callable(resolved_step) -> bool``; steps it rejects need nothing.
+    :returns: ``([ImageNeed, ...], [error message, ...])``; a step whose image cannot be planned
+        (no runtime executable, bad image) is an error.
+    """
     from .plan.images import images_section
     from .plan.podman import podman_argv_for_step
     from .plan.singularity import singularity_argv_for_step
@@ -38,10 +68,13 @@ def _collect(result: Any, params: dict, backend: Optional[str], out: Any) -> tup
     tree = result.config.tree
     problems = Problems()
     seen: dict = {}
-    errors = 0
+    errors: list = []
     fs = LocalFs()
     for rs in resolve_recipe(result.recipe, tree, params, problems=problems):
-        sp = plan_step(rs, tree, problems, backend=backend)
+        if wanted is not None and not wanted(rs):
+            continue
+        override = backend(tuple(rs.path)) if callable(backend) else backend
+        sp = plan_step(rs, tree, problems, backend=override or None)
         kind = sp.backend
         if kind not in ("singularity", "podman", "docker"):
             continue
@@ -61,21 +94,68 @@ def _collect(result: Any, params: dict, backend: Optional[str], out: Any) -> tup
                                             name="build", engine=kind, executable=exe)
                 key = f"{kind}:{plan.image.name}"
         except (ValueError, RuntimeMissing) as exc:
-            print(f"stepcab build: step {sp.name}: {exc}", file=out)
-            errors += 1
+            errors.append(f"step {sp.name}: {exc}")
+            say(f"stepcab build: step {sp.name}: {exc}")
             continue
-        seen.setdefault(key, (key, kind, plan, settings, sp.name))
+        seen.setdefault(key, ImageNeed(key, kind, plan, settings, sp.name))
     for p in problems.errors:
-        print(str(p), file=out)
-    return list(seen.values()), errors + len(problems.errors)
+        errors.append(str(p))
+        say(str(p))
+    return list(seen.values()), errors
+
+
+def build_images(images: list, *, rebuild: bool = False, say: SayFn, log: LogFn) -> dict:
+    """Build (singularity) or pull (podman/docker) each missing image; present ones are skipped.
+
+    :param images: from :func:`collect_images`.
+    :param rebuild: rebuild/pull images that are already present (``stepcab build -r``).
+    :param say: receives the ``[i/n] <backend> <image>: ...`` progress lines.
+    :param log: receives the build/pull commands and their output.
+    :returns: ``{"<backend> <image>": "present" | "built" | "pulled" | "FAILED: <reason> [step <name>]"}``.
+    """
+    from .runtime.containers import ContainerError, engine_image_present, ensure_engine_image, ensure_singularity_image
+
+    status: dict = {}
+    total = len(images)
+    for i, need in enumerate(images, 1):
+        name = f"{need.kind} {need.plan.image.name}"
+        label = f"[{i}/{total}] {name}"
+        start = time.monotonic()
+        try:
+            if need.kind == "singularity":
+                present = need.plan.image.prebuilt or os.path.exists(need.plan.simg)
+                if present and not rebuild:
+                    say(f"{label}: present ({need.plan.simg})")
+                    status[name] = "present"
+                    continue
+                say(f"{label}: {'rebuilding' if present else 'building'} {need.plan.simg} ...")
+                ensure_singularity_image(need.plan, log=log, auto_build=True, rebuild=rebuild)
+                status[name] = "built"
+            else:
+                if engine_image_present(need.plan) and not rebuild:
+                    say(f"{label}: present")
+                    status[name] = "present"
+                    continue
+                say(f"{label}: pulling ...")
+                ensure_engine_image(need.plan, log=log, auto_pull=True, rebuild=rebuild)
+                status[name] = "pulled"
+        except ContainerError as exc:
+            say(f"{label}: FAILED ({exc}) [step {need.step}]")
+            status[name] = f"FAILED: {exc} [step {need.step}]"
+            continue
+        say(f"{label}: done in {time.monotonic() - start:.1f}s")
+    return status
+
+
+def failed(status: dict) -> dict:
+    """The failed entries of a :func:`build_images` result."""
+    return {k: v for k, v in status.items() if v.startswith("FAILED")}
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     """Build the images of a recipe (see the module docstring)."""
     from .recipe.api import load_recipe_result
     from .recipe.errors import RecipeError
-    from .runtime.containers import (ContainerError, engine_image_present, ensure_engine_image,
-                                     ensure_singularity_image)
 
     out = sys.stderr
     try:
@@ -88,40 +168,19 @@ def cmd_build(args: argparse.Namespace) -> int:
         for p in result.problems.errors:
             print(str(p), file=out)
         return EXIT_ERRORS
-    images, errors = _collect(result, dict(args.param or []), args.backend, out)
+    images, errors = collect_images(result, dict(args.param or []), args.backend,
+                                    say=lambda text: print(text, file=out))
     if not images:
         print(f"stepcab build: recipe '{result.recipe.name}' needs no container images", file=sys.stdout)
         return EXIT_ERRORS if errors else EXIT_OK
-    total = len(images)
-    for i, (key, kind, plan, settings, step) in enumerate(images, 1):
-        label = f"[{i}/{total}] {kind} {plan.image.name}"
-        verbose = args.verbose
+    verbose = args.verbose
 
-        def log(level: int, text: str, _label: str = label) -> None:
-            if verbose or level >= logging.WARNING:
-                print(f"    {text}", file=sys.stdout, flush=True)
+    def log(level: int, text: str) -> None:
+        if verbose or level >= logging.WARNING:
+            print(f"    {text}", file=sys.stdout, flush=True)
 
-        start = time.monotonic()
-        try:
-            if kind == "singularity":
-                present = plan.image.prebuilt or os.path.exists(plan.simg)
-                if present and not args.rebuild:
-                    print(f"{label}: present ({plan.simg})", flush=True)
-                    continue
-                print(f"{label}: {'rebuilding' if present else 'building'} {plan.simg} ...", flush=True)
-                ensure_singularity_image(plan, log=log, auto_build=True, rebuild=args.rebuild)
-            else:
-                if engine_image_present(plan) and not args.rebuild:
-                    print(f"{label}: present", flush=True)
-                    continue
-                print(f"{label}: pulling ...", flush=True)
-                ensure_engine_image(plan, log=log, auto_pull=True, rebuild=args.rebuild)
-        except ContainerError as exc:
-            print(f"{label}: FAILED ({exc}) [step {step}]", flush=True)
-            errors += 1
-            continue
-        print(f"{label}: done in {time.monotonic() - start:.1f}s", flush=True)
-    return EXIT_ERRORS if errors else EXIT_OK
+    status = build_images(images, rebuild=args.rebuild, say=lambda text: print(text, flush=True), log=log)
+    return EXIT_ERRORS if errors or failed(status) else EXIT_OK
 
 
 def add_build_parser(sub: Any, common: Any) -> None:

@@ -80,6 +80,8 @@ class StepcabBaseOperator(BaseOperator):
         self.step_path = tuple(step_path)
         self.backend = backend
         self.loop_value = loop_value
+        #: the runtime runner of the step while it runs (set by the backend runner; see on_kill)
+        self._runner: Any = None
         if not self.outlets:
             dag_id = self.dag.dag_id if getattr(self, "has_dag", lambda: False)() else recipe_name
             self.outlets = [AssetAlias(name=asset_alias_name(dag_id, self.task_id))]
@@ -87,8 +89,19 @@ class StepcabBaseOperator(BaseOperator):
     # ----------------------------------------------------------------- hooks for subclasses
 
     def run_step(self, step: "R.ResolvedStep", context: Any) -> Any:
-        """Run ``step`` with this class's mechanism; return a runtime ``RunResult``."""
-        raise NotImplementedError
+        """Run ``step`` with this class's mechanism; return a runtime ``RunResult``.
+
+        The base has no mechanism: use a subclass (one per execution mechanism).
+        """
+        raise TypeError(f"{type(self).__name__} has no execution mechanism: use a subclass of "
+                        "StepcabBaseOperator that defines run_step")
+
+    def on_kill(self) -> None:
+        """Kill the running step: its whole process group, and its container if it has one."""
+        runner = self._runner
+        if runner is not None:
+            self.log.info("on_kill: stopping the step (%s)", type(runner).__name__)
+            runner.kill()
 
     # ----------------------------------------------------------------- execute
 

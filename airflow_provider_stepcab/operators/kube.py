@@ -81,6 +81,14 @@ class StepcabKubernetesOperator(StepcabBaseOperator, KubernetesPodOperator):
 
     # ----------------------------------------------------------------- resolution and plan
 
+    def on_kill(self) -> None:
+        """Delete the pod (the KPO's ``on_kill``); a step switched to a local backend at trigger
+        time is stopped like any other."""
+        if self._runner is not None:
+            StepcabBaseOperator.on_kill(self)
+        else:
+            KubernetesPodOperator.on_kill(self)
+
     def _resolve(self, context: Any, *, finishing: bool = False) -> "R.ResolvedStep":
         try:
             step = self.resolve_step(context)

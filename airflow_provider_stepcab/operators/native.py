@@ -36,21 +36,8 @@ class StepcabNativeOperator(StepcabBaseOperator):
     mechanism = "native"
     ui_color = "#dff0d8"
 
-    def __init__(self, *, recipe_file: str, recipe_name: str, step_path: Any, backend: Any = None,
-                 loop_value: Any = None, **kwargs: Any) -> None:
-        super().__init__(recipe_file=recipe_file, recipe_name=recipe_name, step_path=step_path,
-                         backend=backend, loop_value=loop_value, **kwargs)
-        self._runner: Any = None
-
     def run_step(self, step: ResolvedStep, context: Any) -> Any:
         return run_native(self, step, context)
-
-    def on_kill(self) -> None:
-        """Kill the step's whole process group (children included)."""
-        runner = self._runner
-        if runner is not None:
-            self.log.info("on_kill: killing the step's process group")
-            runner.kill()
 
 
 def native_argv(step: ResolvedStep) -> list:

@@ -53,17 +53,10 @@ class StepcabPodmanOperator(StepcabBaseOperator):
                          **kwargs)
         self.engine = engine
         self.mechanism = engine
-        self._runner: Any = None
 
     def run_step(self, step: ResolvedStep, context: Any) -> Any:
         return run_engine(self, step, context, engine=self.engine)
 
-    def on_kill(self) -> None:
-        """Stop the step's container, then kill the local ``podman run`` process group."""
-        runner = self._runner
-        if runner is not None:
-            self.log.info("on_kill: stopping container and killing the %s process group", self.engine)
-            runner.kill()
 
 
 def task_container_name(context: Any, step: ResolvedStep) -> str:

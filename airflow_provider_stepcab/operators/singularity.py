@@ -50,21 +50,8 @@ class StepcabSingularityOperator(StepcabBaseOperator):
     mechanism = "singularity"
     ui_color = "#e3ecf7"
 
-    def __init__(self, *, recipe_file: str, recipe_name: str, step_path: Any, backend: Any = None,
-                 loop_value: Any = None, **kwargs: Any) -> None:
-        super().__init__(recipe_file=recipe_file, recipe_name=recipe_name, step_path=step_path,
-                         backend=backend, loop_value=loop_value, **kwargs)
-        self._runner: Any = None
-
     def run_step(self, step: ResolvedStep, context: Any) -> Any:
         return run_singularity(self, step, context)
-
-    def on_kill(self) -> None:
-        """Kill the step's process group (the container processes are its members)."""
-        runner = self._runner
-        if runner is not None:
-            self.log.info("on_kill: killing the singularity process group")
-            runner.kill()
 
 
 def task_logger(op: Any) -> Any:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import logging
+import abc
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
@@ -88,15 +89,15 @@ class LineResult:
     style: Optional[str] = None
 
 
-class Action:
+class Action(abc.ABC):
     """One wrangler action bound to its pattern. Subclasses implement :meth:`apply`."""
 
     def __init__(self, regex: re.Pattern, spec: str):
         self.regex, self.spec = regex, spec
 
+    @abc.abstractmethod
     def apply(self, text: str, match: re.Match, res: LineResult) -> Optional[str]:
         """Update ``res``; return the new text, or ``None`` to suppress the line."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.regex.pattern!r}, {self.spec!r})"
