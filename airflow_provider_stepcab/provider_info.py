@@ -15,7 +15,7 @@ _PKG = "airflow_provider_stepcab"
 # Modules per section; only those that exist are announced.
 _CANDIDATES = {
     "operators": ["operators.native", "operators.podman", "operators.singularity",
-                  "operators.slurm", "operators.kube"],
+                  "operators.slurm", "operators.kube", "operators.build"],
     "sensors": ["sensors.slurm", "sensors.status_file"],
     "triggers": ["triggers.slurm", "triggers.status_file"],
     "hooks": ["hooks.slurm"],

@@ -61,3 +61,15 @@ def test_operator_class_per_step(tmp_path):
         "f-slurm": "StepcabSlurmOperator",
         "g-inner.h-inherits-kube": "StepcabKubernetesOperator",
     }
+
+
+def test_slurm_steps_get_one_retry_unless_the_recipe_says(tmp_path):
+    from airflow_provider_stepcab.dag_factory import build_dags
+
+    path = tmp_path / "choices.yml"
+    path.write_text(textwrap.dedent(RECIPE))
+    dag = build_dags(folders=[str(tmp_path)], files=[str(path)])["choices"]
+    assert dag.get_task("f-slurm").retries == 1 and dag.get_task("a-native").retries == 0
+    path.write_text(textwrap.dedent(RECIPE).replace("opts:\n", "opts:\n  airflow: {retries: 0}\n", 1))
+    dag = build_dags(folders=[str(tmp_path)], files=[str(path)])["choices"]
+    assert dag.get_task("f-slurm").retries == 0

@@ -15,7 +15,10 @@ Shape of the DAG:
 - order: steps are chained in recipe order (Stimela runs them one by one); with
   ``opts.airflow.parallel: dataflow`` only the edges of :mod:`.dataflow` are kept;
 - trigger rule ``none_failed`` everywhere: a step the operator skips at run time (``skip``, tags,
-  step selection) does not skip the steps after it, a failed step stops them.
+  step selection) does not skip the steps after it, a failed step stops them;
+- with ``opts.airflow.build_images: true`` a first task ``stepcab_build_images``
+  (:class:`~airflow_provider_stepcab.operators.build.StepcabBuildImagesOperator`) builds/pulls the
+  steps' container images and is upstream of every task that had no upstream (so of every step).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from airflow_provider_stepcab.recipe.model import UNSET
 TRIGGER_RULE = "none_failed"
 TOP_LOOP_TASK = "stepcab_for_loop"
 LOOP_TASK_SUFFIX = "__for_loop"
+BUILD_TASK = "stepcab_build_images"   # = operators.build.BUILD_TASK_ID (not imported: parse cost)
 
 
 def check_structure(recipe: Any, problems: Problems, prefix: tuple = (), in_loop: bool = False,
@@ -113,6 +117,10 @@ def _task_settings(settings: AirflowSettings, path: tuple) -> dict:
     return out
 
 
+#: retries of a Slurm step when the recipe sets none (see _Builder.task)
+DEFERRED_DEFAULT_RETRIES = 1
+
+
 class _Builder:
     def __init__(self, recipe: Any, recipe_file: str, settings: AirflowSettings, operator_class: Any,
                  config_tree: Any = None):
@@ -133,7 +141,13 @@ class _Builder:
         if loop_value is not None:
             kwargs["loop_value"] = loop_value
             kwargs["max_active_tis_per_dagrun"] = scatter
-        op = self._class_for(chain, step)(**kwargs)
+        op_class = self._class_for(chain, step)
+        if op_class.mechanism == "slurm" and self.settings.retries is None and "retries" not in kwargs:
+            # A retry of a Slurm step re-attaches to its job instead of submitting again, so one
+            # retry is free; it also covers Airflow 3.3.2 failing a task whose trigger fires before
+            # the scheduler has recorded the deferral (apache/airflow#67287).
+            kwargs["retries"] = DEFERRED_DEFAULT_RETRIES
+        op = op_class(**kwargs)
         if loop_value is not None and "loop_value" not in op.template_fields:
             # the mapped value must be resolved per map index like a templated field
             op.template_fields = (*op.template_fields, "loop_value")
@@ -214,6 +228,12 @@ def build_dag(*, dag_id: str, recipe: Any, recipe_file: str, settings: AirflowSe
     from airflow.sdk import DAG
 
     check_structure(recipe, problems)
+    if settings.build_images:
+        clash = [label for label in recipe.steps if sanitize_id(label) == BUILD_TASK]
+        for label in clash:
+            problems.error(recipe.steps[label].loc, f"{recipe.name}.steps.{label}",
+                           f"step id '{BUILD_TASK}' is the image build task's (opts.airflow.build_images); "
+                           "rename the step", "airflow-id-clash")
     if problems.errors:
         return None
     params = build_params(recipe, problems)
@@ -251,6 +271,14 @@ def build_dag(*, dag_id: str, recipe: Any, recipe_file: str, settings: AirflowSe
             builder.loop_group(recipe, (), "for_loop", prefix_group_id=False)
         else:
             builder.level(recipe, ())
+        if settings.build_images:
+            from airflow_provider_stepcab.operators.build import StepcabBuildImagesOperator
+
+            roots = list(dag.roots)
+            build = StepcabBuildImagesOperator(task_id=BUILD_TASK, recipe_file=recipe_file,
+                                               recipe_name=recipe.name, backend=settings.backend)
+            for root in roots:
+                build >> root
     # Params go on the DAG only now: every operator created inside a DAG deep-copies the DAG's
     # params into its own (three times: once per class of the hierarchy), which is quadratic in
     # recipe size (auto-aliased step inputs grow with the steps). Airflow merges DAG params into

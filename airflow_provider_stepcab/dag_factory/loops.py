@@ -21,11 +21,14 @@ from airflow.sdk.exceptions import AirflowException
 
 
 def loop_values(recipe: Any, loaded: Any, step_path: Sequence[str], recipe_params: dict, overrides: Any,
-                fetch: Any, recipe_name: str) -> list:
-    """Values of the ``for_loop`` of the recipe at ``step_path`` (``()`` = the top recipe)."""
+                fetch: Any, recipe_name: str, run_values: Any = None) -> list:
+    """Values of the ``for_loop`` of the recipe at ``step_path`` (``()`` = the top recipe).
+
+    :param run_values: extra ``config.run`` values (``operators.resolve.dag_run_values``).
+    """
     from airflow_provider_stepcab.operators import resolve as R
 
-    config = R.config_namespace(getattr(loaded, "tree", None))
+    config = R.config_namespace(getattr(loaded, "tree", None), run_values)
     walker = R._Walker(fetch=fetch, recipe_name=recipe_name, loop_value=None, loop_index=None)
     level, given, parent, root = recipe, dict(recipe_params), {}, None
     path: tuple = ()
@@ -76,6 +79,7 @@ class StepcabLoopValuesOperator(BaseOperator):
         self.recipe_file, self.recipe_name, self.step_path = str(recipe_file), recipe_name, tuple(step_path)
 
     def execute(self, context: Any) -> list:
+        from airflow_provider_stepcab.operators import resolve as R
         from airflow_provider_stepcab.operators.base import _plain_params, _XComReader
         from airflow_provider_stepcab.operators.overrides import parse_overrides
         from airflow_provider_stepcab.recipe.api import load_recipe
@@ -86,7 +90,8 @@ class StepcabLoopValuesOperator(BaseOperator):
         xcom = _XComReader(self, context["ti"], -1)
         try:
             values = loop_values(recipe, loaded, self.step_path, overrides.recipe_params, overrides,
-                                 xcom.fetch, self.recipe_name)
+                                 xcom.fetch, self.recipe_name,
+                                 run_values=R.dag_run_values(context.get("dag_run")))
         except AirflowException:
             raise
         except Exception as exc:  # noqa: BLE001 - recipe/formula errors become a task failure

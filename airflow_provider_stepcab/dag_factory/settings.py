@@ -27,6 +27,10 @@ and override the file-wide ones. Every key is optional::
         doc_md: extra Markdown shown above the generated inputs table
         parallel: sequential       # or "dataflow": infer dependencies from data flow (dataflow.py)
         backend: native            # parse-time backend preference handed to every step task
+        build_images: false        # true: a first task "stepcab_build_images" builds (singularity)
+                                   # or pulls (podman/docker) the images the steps' backends need,
+                                   # skipping present ones, upstream of every step task
+                                   # (operators/build.py; what `stepcab build` does)
         tasks:                     # per-task settings, keyed by dotted step path or glob
           "image*": {pool: gpu, execution_timeout: 6h, retries: 0, queue: gpu, priority_weight: 5}
         recipes:
@@ -80,6 +84,7 @@ class AirflowSettings:
     doc_md: Optional[str] = None
     parallel: str = "sequential"
     backend: Any = None
+    build_images: bool = False
     tasks: dict = field(default_factory=dict)   # pattern -> {key: value}
 
     def default_args(self) -> dict:
@@ -185,7 +190,7 @@ _PARSERS = {
     "catchup": _bool, "retries": _int, "retry_delay": parse_duration, "owner": _str, "tags": _tags,
     "max_active_runs": _int, "max_active_tasks": _int, "pool": _str, "queue": _str,
     "dagrun_timeout": parse_duration, "execution_timeout": parse_duration, "description": _str,
-    "doc_md": _str, "parallel": _parallel, "backend": _backend,
+    "doc_md": _str, "parallel": _parallel, "backend": _backend, "build_images": _bool,
 }
 _TASK_PARSERS = {"pool": _str, "queue": _str, "retries": _int, "retry_delay": parse_duration,
                  "execution_timeout": parse_duration, "priority_weight": _int}

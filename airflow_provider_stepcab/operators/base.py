@@ -193,7 +193,7 @@ class StepcabBaseOperator(BaseOperator):
                              loop_value=self.loop_value, loop_index=map_index if map_index >= 0 else None,
                              fetch=xcom.fetch, backend_pref=self.backend,
                              available=self.available_backends(), workdir=workdir,
-                             recipe_name=self.recipe_name)
+                             recipe_name=self.recipe_name, run_values=R.dag_run_values(dag_run))
 
     # ----------------------------------------------------------------- XCom and assets
 

@@ -72,16 +72,37 @@ def _deferred(value: Any) -> bool:
     return isinstance(value, str) and (value.startswith("=") or "{" in value)
 
 
-def config_namespace(tree: Any) -> dict:
-    """The ``config`` namespace: the merged config plus ``config.run.*``."""
+def config_namespace(tree: Any, run_values: Optional[dict] = None) -> dict:
+    """The ``config`` namespace: the merged config plus ``config.run.*``.
+
+    Stimela's ``config.run`` values (``date``, ``time``, ``datetime``: the wall clock now; ``ncpu``,
+    ``node``, ``hostname``, ``env``) plus ``run_values`` (:func:`dag_run_values`: the DAG run's
+    ``logical_date``, ``ds``, ``ds_nodash``).
+    """
     now = datetime.datetime.now()
     ns = plain(tree) if tree else {}
     run = dict(ns.get("run") or {})
     run.update(date=now.strftime("%Y%m%d"), time=now.strftime("%H%M%S"),
                datetime=now.strftime("%Y%m%d-%H%M%S"), ncpu=os.cpu_count() or 1,
                node=platform.node().split(".")[0], hostname=platform.node(), env=dict(os.environ))
+    run.update(run_values or {})
     ns["run"] = run
     return ns
+
+
+def dag_run_values(dag_run: Any) -> dict:
+    """``config.run`` values of an Airflow DAG run, for recipes (stepcab's, not Stimela's):
+
+    * ``logical_date``: the run's logical date, ISO 8601 (``2024-01-02T00:00:00+00:00``);
+    * ``ds``: its day, ``YYYY-MM-DD`` (Airflow's ``{{ ds }}``); ``ds_nodash``: ``YYYYMMDD``.
+
+    A run triggered without a logical date uses its ``run_after`` (when it was queued to run).
+    ``{}`` when there is no DAG run (or neither date).
+    """
+    when = getattr(dag_run, "logical_date", None) or getattr(dag_run, "run_after", None)
+    if not isinstance(when, datetime.datetime):
+        return {}
+    return {"logical_date": when.isoformat(), "ds": when.strftime("%Y-%m-%d"), "ds_nodash": when.strftime("%Y%m%d")}
 
 
 def info_namespace(recipe_name: str, path: tuple) -> dict:
@@ -220,14 +241,16 @@ class _Walker:
 
 def resolve(*, recipe: Any, loaded: Any, step_path: tuple, recipe_params: dict, overrides: Any,
             loop_value: Any, loop_index: Optional[int], fetch: Callable, backend_pref: Any,
-            available: list, workdir: Any, recipe_name: str) -> ResolvedStep:
+            available: list, workdir: Any, recipe_name: str,
+            run_values: Optional[dict] = None) -> ResolvedStep:
     """Resolve the cab step at ``step_path`` (see the module docstring).
 
     :param fetch: ``fetch(step_path, same_loop=, in_loop=) -> dict | None`` returns the XCom params
         of another step task.
+    :param run_values: extra ``config.run`` values (:func:`dag_run_values`).
     :raises RecipeError|FormulaError|ValueError: with the step and parameter named.
     """
-    config = config_namespace(getattr(loaded, "tree", None))
+    config = config_namespace(getattr(loaded, "tree", None), run_values)
     walker = _Walker(fetch=fetch, recipe_name=recipe_name, loop_value=loop_value, loop_index=loop_index)
     level, given, parent, root = recipe, dict(recipe_params), {}, None
     chain: list = []
