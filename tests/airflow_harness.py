@@ -12,8 +12,7 @@ Usage from tests (the fixture is re-exported by ``conftest.py``)::
 One instance serves the whole session (startup ~12 s idle, 2-3 min on a busy 2-core box).  It runs in its own process group in a
 temporary ``AIRFLOW_HOME`` on a free port; teardown stops the whole group.  The dags folder holds the
 harness's own small DAGs (:data:`HARNESS_DAGS`) plus, once it exists, a copy of the repo's
-``dags/stepcab_dags.py`` with a scheduled recipe beside it (:data:`HARNESS_RECIPE`); ``example_recipes/``
-is the recipe folder (``STEPCAB_RECIPE_FOLDERS``).
+``dags/stepcab_dags.py``; ``example_recipes/`` is the recipe folder (``STEPCAB_RECIPE_FOLDERS``).
 
 No Airflow import here: it must not fix Airflow's configuration of the test process.
 """
@@ -57,36 +56,6 @@ with DAG("harness_daily", schedule="@daily", catchup=False, tags=["harness"],
          start_date=pendulum.datetime(2024, 1, 1, tz="UTC")):
     BashOperator(task_id="stamp", bash_command="echo DS={{ ds }}")
 '''
-
-#: A scheduled recipe for the backfill test (the loader also reads recipes next to itself).
-HARNESS_RECIPE_DAG = "harness-daily"
-HARNESS_RECIPE = """\
-# Written by tests/airflow_harness.py: a scheduled recipe for the backfill test.
-opts:
-  airflow:
-    schedule: "@daily"
-    start_date: 2024-01-01
-    catchup: false
-    tags: [harness]
-
-cabs:
-  say:
-    info: Print a message
-    command: echo
-    inputs:
-      text: {dtype: str, required: true, policies: {positional: true}}
-
-harness-daily:
-  info: Echo a word every day
-  inputs:
-    word: {dtype: str, default: tick, info: the word to echo}
-  steps:
-    say:
-      cab: say
-      params:
-        text: "daily {recipe.word}"
-"""
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -401,15 +370,13 @@ def json_dumps(value: Any) -> str:
 
 
 def make_dags_folder(path: Path, *, with_loader: bool | None = None) -> Path:
-    """Fill *path* with the harness DAGs and (when present) a copy of the repo's recipe loader
-    plus :data:`HARNESS_RECIPE` beside it."""
+    """Fill *path* with the harness DAGs and (when present) a copy of the repo's recipe loader."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "harness_dags.py").write_text(HARNESS_DAGS)
     if with_loader is None:
         with_loader = have_loader()
     if with_loader:
         shutil.copy2(LOADER, path / LOADER.name)
-        (path / f"{HARNESS_RECIPE_DAG}.yml").write_text(HARNESS_RECIPE)
     return path
 
 

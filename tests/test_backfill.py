@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from airflow_harness import HARNESS_RECIPE_DAG, Standalone, StandaloneError, have_loader
+from airflow_harness import Standalone, StandaloneError, have_loader
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 
@@ -56,13 +56,20 @@ def test_backfill_of_harness_daily_dag(standalone):
 
 @pytest.mark.skipif(not have_loader(), reason="dags/stepcab_dags.py or example_recipes/ not there yet")
 def test_backfill_of_scheduled_recipe(standalone):
-    """A recipe with ``opts.airflow.schedule: '@daily'`` (airflow_harness.HARNESS_RECIPE) backfills."""
-    dag_id = HARNESS_RECIPE_DAG
+    """example_recipes/daily-digest.yml (``opts.airflow.schedule: '@daily'``) backfills; each run
+    works on its own logical date (``{config.run.ds}`` in file names and the report)."""
+    dag_id = "daily-digest"
     details = standalone.wait_dag(dag_id)
     assert "stepcab" in [t["name"] if isinstance(t, dict) else t for t in details["tags"]], details["tags"]
     runs = backfill(standalone, dag_id, "2024-02-01", "2024-02-02", expect=2)
     assert [r["logical_date"][:10] for r in runs] == ["2024-02-01", "2024-02-02"], runs
     for r in runs:
         assert r["state"] == "success", standalone.failure_report(dag_id, r["dag_run_id"])
-    log = standalone.task_log(dag_id, runs[0]["dag_run_id"], "say")
-    assert "daily tick" in log, log
+    for r in runs:
+        day = r["logical_date"][:10]
+        log = standalone.task_log(dag_id, r["dag_run_id"], "report")
+        assert f"digest for {day}: 3 distinct items" in log, log
+        # the run directory ([stepcab] workdir) is shared by these runs: the date keeps them apart
+        assert (standalone.base / "work" / f"digest-{day}-sorted.txt").read_text() == "alerts\nlogs\nmetrics\n"
+        assert standalone.task_states(dag_id, r["dag_run_id"]) == {
+            "collect": "success", "dedup": "success", "count": "success", "report": "success"}

@@ -41,7 +41,7 @@ def examples(airflow_db, airflow_dags_folder):
 
 def test_every_example_becomes_a_dag(examples):
     assert {"text-pipeline", "wranglers", "wranglers__wranglers-error", "wranglers__wranglers-exit-code",
-            "nested", "loop", "python-cabs", "dataflow", "radio-imaging"} <= set(examples)
+            "nested", "loop", "python-cabs", "dataflow", "radio-imaging", "daily-digest"} <= set(examples)
     radio = examples["radio-imaging"]  # validates and plans, cannot run here (container images)
     assert [t.task_id for t in radio.tasks] == ["flag-autocorr", "image-1", "mask", "image-2"]
 
@@ -150,6 +150,36 @@ def test_dataflow_parallel_branches(examples, tmp_path):
     run, states = run_dag(dag, tmp_path)
     assert run.state == "success", states
     assert xcom(run, "count") == {"nlines": 5}
+
+
+def test_scheduled_daily_digest_works_on_its_logical_date(examples, tmp_path):
+    import datetime as dt
+
+    dag = examples["daily-digest"]
+    assert dag.schedule == "@daily" and dag.catchup is False
+    assert dag.start_date == dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    day = dt.datetime(2024, 3, 5, tzinfo=dt.timezone.utc)
+    run, states = run_dag(dag, tmp_path, logical_date=day)
+    assert run.state == "success" and set(states.values()) == {"success"}, states
+    assert (tmp_path / "digest-2024-03-05.txt").read_text() == "logs\nmetrics\nalerts\nlogs\n"
+    assert (tmp_path / "digest-2024-03-05-sorted.txt").read_text() == "alerts\nlogs\nmetrics\n"
+    assert xcom(run, "count") == {"nlines": 3}
+    assert xcom(run, "report", "stepcab_params") == {"text": "digest for 2024-03-05: 3 distinct items"}
+
+
+def test_dag_run_values_fall_back_to_run_after():
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from airflow_provider_stepcab.operators.resolve import config_namespace, dag_run_values
+
+    day = dt.datetime(2024, 1, 2, 3, 4, tzinfo=dt.timezone.utc)
+    want = {"logical_date": "2024-01-02T03:04:00+00:00", "ds": "2024-01-02", "ds_nodash": "20240102"}
+    assert dag_run_values(SimpleNamespace(logical_date=day, run_after=None)) == want
+    assert dag_run_values(SimpleNamespace(logical_date=None, run_after=day)) == want  # manual, no logical date
+    assert dag_run_values(None) == {}
+    run = config_namespace({"run": {"x": 1}}, want)["run"]
+    assert run["ds"] == "2024-01-02" and run["x"] == 1 and "ncpu" in run
 
 
 # ------------------------------------------------------------------------------- stepcab run

@@ -41,15 +41,15 @@ def load_dags(path: Path) -> dict:
     return dict(bag.dags)
 
 
-def run_dag(dag: Any, workdir: Path, conf: dict | None = None) -> tuple[Any, dict]:
-    """``dag.test()`` with ``conf`` in ``workdir``; return (dag_run, {task[idx]: state})."""
+def run_dag(dag: Any, workdir: Path, conf: dict | None = None, **test_kwargs: Any) -> tuple[Any, dict]:
+    """``dag.test(**test_kwargs)`` with ``conf`` in ``workdir``; return (dag_run, {task[idx]: state})."""
     workdir.mkdir(parents=True, exist_ok=True)
     # dag.test() in-process writes the run's conf into the DAG's shared Param objects; a real
     # worker parses the DAG afresh for every task, so restore them for the next run.
     saved = [(p, copy.deepcopy(p.value)) for pd in [dag.params] + [t.params for t in dag.tasks]
              for p in (pd.get_param(k) for k in pd)]
     try:
-        run = dag.test(run_conf={"stepcab_workdir": str(workdir), **(conf or {})})
+        run = dag.test(run_conf={"stepcab_workdir": str(workdir), **(conf or {})}, **test_kwargs)
     finally:
         for param, value in saved:
             param.value = value

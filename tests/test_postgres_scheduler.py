@@ -35,7 +35,8 @@ SLURM_RECIPE = REPO / "example_recipes" / "slurm_demo.yml"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 #: example DAG -> the state its run must end in (the error recipe fails on purpose)
 EXAMPLES = {"text-pipeline": "success", "wranglers": "success", "nested": "success", "loop": "success",
-            "python-cabs": "success", "dataflow": "success", "wranglers__wranglers-error": "failed"}
+            "python-cabs": "success", "dataflow": "success", "wranglers__wranglers-error": "failed",
+            "daily-digest": "success"}
 
 SLURM_DAG = """
 import pendulum
