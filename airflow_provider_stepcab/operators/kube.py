@@ -31,12 +31,12 @@ from typing import Any, Optional
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.providers.cncf.kubernetes.utils.pod_manager import PodManager, parse_log_line
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException, TaskDeferred
+from airflow.sdk.exceptions import AirflowException, TaskDeferred
 
 from airflow_provider_stepcab.operators import resolve as R
 from airflow_provider_stepcab.operators.base import StepcabBaseOperator
 from airflow_provider_stepcab.plan.pod import CONTAINER_NAME, PodIdentity, PodPlanError, build_pod, validate_pod
-from airflow_provider_stepcab.recipe.errors import FormulaError, RecipeError
+from airflow_provider_stepcab.recipe.errors import RecipeError
 
 TAIL_LINES = 20
 _PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
@@ -89,19 +89,6 @@ class StepcabKubernetesOperator(StepcabBaseOperator, KubernetesPodOperator):
         else:
             KubernetesPodOperator.on_kill(self)
 
-    def _resolve(self, context: Any, *, finishing: bool = False) -> "R.ResolvedStep":
-        try:
-            step = self.resolve_step(context)
-        except AirflowSkipException:
-            raise
-        except (RecipeError, FormulaError, ValueError) as exc:
-            raise AirflowException(f"step {'.'.join(self.step_path)}: {exc}") from None
-        if step.skip_reason and not finishing:
-            self._push_params(context["ti"], step.params)
-            self.log.info("skipping step %s: %s", step.fqname, step.skip_reason)
-            raise AirflowSkipException(f"step {step.fqname}: {step.skip_reason}")
-        return step
-
     def plan_pod(self, step: "R.ResolvedStep", context: Any) -> Any:
         """The :class:`~..plan.pod.PodPlan` of ``step`` for this task instance (validated)."""
         ti = context["ti"]
@@ -137,7 +124,7 @@ class StepcabKubernetesOperator(StepcabBaseOperator, KubernetesPodOperator):
     # ----------------------------------------------------------------- execute
 
     def execute(self, context: Any) -> Any:
-        step = self._resolve(context)
+        step = self.resolve_or_skip(context)
         self.log.info("step %s (%s) on backend %s in %s", step.fqname, step.cab.name, step.backend_name,
                       step.workdir.path)
         if step.backend_name != self.mechanism:  # a trigger-time override chose another backend
@@ -160,7 +147,7 @@ class StepcabKubernetesOperator(StepcabBaseOperator, KubernetesPodOperator):
 
     def trigger_reentry(self, context: Any, event: dict) -> Any:
         """Resume after the trigger: read the log through the wranglers, clean up, judge."""
-        step = self._resolve(context, finishing=True)
+        step = self.resolve_or_skip(context, finishing=True)
         self.base_container_name = CONTAINER_NAME
         if step.backend_name == self.mechanism:
             self._configure_timeouts(step)
