@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from container_helpers import IMAGE, STANDINS, ensure_test_image, podman
+from container_helpers import IMAGE, STANDINS, ensure_test_image, podman, skip_or_fail
 from slurm_cluster import slurm_cluster  # noqa: F401
 from test_native_operator import failure, load_dags, run_dag, write_dag_file, xcom
 
@@ -145,7 +145,7 @@ def ensure_remote_podman(cluster) -> None:
                              capture_output=True, text=True, timeout=600,
                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
         if out.returncode != 0 or not shutil.which("newuidmap"):
-            pytest.skip(f"rootless podman for the cluster user needs newuidmap (uidmap): {out.stderr[-300:]}")
+            skip_or_fail(f"rootless podman for the cluster user needs newuidmap (uidmap): {out.stderr[-300:]}")
     tar_dir = Path(cluster.work_dir) / ".stepcab-test-images"
     tar_dir.mkdir(exist_ok=True)
     tar_dir.chmod(0o755)
@@ -158,7 +158,7 @@ def ensure_remote_podman(cluster) -> None:
         {p} image exists {SING_IMAGE} || {{ {p} load -q -i {tar} && {p} tag {IMAGE} {SING_IMAGE}; }} || exit 3
         {p} run --rm {REMOTE_RUN} {SING_IMAGE} sh -c 'test "$(id -u)" = {_uid(cluster.user)}'""")
     if rc != 0:
-        pytest.skip(f"rootless podman as {cluster.user} does not work here (exit {rc}): {(out + err)[-500:]}")
+        skip_or_fail(f"rootless podman as {cluster.user} does not work here (exit {rc}): {(out + err)[-500:]}")
 
 
 def _uid(user: str) -> int:

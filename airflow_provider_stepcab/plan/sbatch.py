@@ -34,6 +34,8 @@ SCRIPT = "job.sbatch"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _OPT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
 MAX_JOB_NAME = 120
+#: mktemp name template of the compute-node directories behind ephemeral binds (8 random chars)
+MKTEMP_TEMPLATE = "stepcab-eph." + "X" * 8
 
 
 def job_name(dag_id: str, run_id: str, task_id: str, map_index: int = -1, try_number: int = 1) -> str:
@@ -207,7 +209,7 @@ def _ephemeral_lines(spec: SlurmJobSpec) -> list[str]:
         if not re.match(r"^[A-Za-z0-9_]+$", str(key)):
             raise ValueError(f"invalid ephemeral placeholder name {key!r}")
         var = f"_sc_eph{i}"
-        lines.append(f"{var}=$(mktemp -d -p {q(str(base))} stepcab-eph.XXXXXXXX) || exit 125")
+        lines.append(f"{var}=$(mktemp -d -p {q(str(base))} {MKTEMP_TEMPLATE}) || exit 125")
         if spec.clean_ephemeral:
             lines.append(f'_sc_tmpdirs+=("${var}")')
         # a quoted replacement is taken literally (bash 5.2 patsub_replacement)
