@@ -39,6 +39,8 @@ VENV_BIN = Path(sys.executable).parent
 LOADER = REPO / "dags" / "stepcab_dags.py"
 EXAMPLE_RECIPES = REPO / "example_recipes"
 TERMINAL = {"success", "failed"}
+#: tries of an idempotent REST read that times out (each waits up to the client's 60 s)
+READ_ATTEMPTS = 3
 
 #: Hand-written DAGs proving the harness independently of the recipe loader.
 HARNESS_DAGS = '''
@@ -222,7 +224,7 @@ class Standalone:
             path = "/" + path
         if not path.startswith(("/api/", "/auth/")):
             path = "/api/v2" + path
-        r = self._client.request(method, path, json=json, params=params, headers=headers)
+        r = self._request(method, path, json=json, params=params, headers=headers)
         if ok and r.status_code not in ok:
             raise StandaloneError(f"{method} {path} -> {r.status_code}: {r.text[:2000]}")
         if not r.content:
@@ -232,6 +234,22 @@ class Standalone:
         except ValueError:
             return r.text
 
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """One HTTP call; reads (GET) that time out or lose their connection are retried.
+
+        Under load the single-process API server of ``airflow standalone`` on SQLite can stall for
+        a minute (it also serves the tasks' execution API); a GET is safe to repeat, a write is not.
+        """
+        attempts = READ_ATTEMPTS if method.upper() == "GET" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._client.request(method, path, **kw)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                if attempt == attempts:
+                    self._fail(f"{method} {path}: {exc!r} on attempt {attempt}/{attempts}")
+                time.sleep(2)
+        raise AssertionError("unreachable")
+
     def dag_ids(self) -> list[str]:
         return [d["dag_id"] for d in self.api("GET", "/dags", params={"limit": 1000})["dags"]]
 
@@ -239,7 +257,7 @@ class Standalone:
         """Wait until the DAG processor has parsed *dag_id*; return its DAG details."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            r = self._client.get(f"/api/v2/dags/{dag_id}/details")
+            r = self._request("GET", f"/api/v2/dags/{dag_id}/details")
             if r.status_code == 200:
                 return r.json()
             time.sleep(1)
@@ -288,8 +306,8 @@ class Standalone:
         params = {"full_content": "true"}
         if map_index >= 0:
             params["map_index"] = str(map_index)
-        r = self._client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-                             params=params, headers={"Accept": "application/x-ndjson"})
+        r = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+                          params=params, headers={"Accept": "application/x-ndjson"})
         if r.status_code != 200:
             raise StandaloneError(f"task log {dag_id}/{run_id}/{task_id} -> {r.status_code}: {r.text[:500]}")
         lines = []
