@@ -179,11 +179,11 @@ def test_parse_spawns_no_subprocess_and_no_network(monkeypatch):
 
 
 def test_parsing_context_builds_only_the_requested_dag(monkeypatch):
-    import airflow_provider_stepcab.recipe.api as api
+    import airflow_provider_stepcab.dag_factory.spec as spec
 
     loaded = []
-    real = api.load_file
-    monkeypatch.setattr(api, "load_file", lambda path, **kw: loaded.append(Path(path).name) or real(path, **kw))
+    real = spec.file_spec
+    monkeypatch.setattr(spec, "file_spec", lambda path, *a, **kw: loaded.append(Path(path).name) or real(path, *a, **kw))
     monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "multi__alpha")
     dags = build_dags(folders=[str(FOLDER)])
     assert list(dags) == ["multi__alpha"] and loaded == ["multi.yml"]

@@ -18,7 +18,7 @@ import logging
 import os
 from typing import Any, Iterable, Optional
 
-from airflow_provider_stepcab.dag_factory.errors import RecipeImportError, raise_broken, report_broken
+from airflow_provider_stepcab.dag_factory.errors import RecipeImportError, raise_broken, report_broken, report_warnings
 from airflow_provider_stepcab.dag_factory.naming import dag_id_for, dag_id_may_come_from
 
 __all__ = ["build_dags", "build_recipe_dag", "RecipeImportError"]
@@ -36,66 +36,52 @@ def _wanted_dag_id() -> Optional[str]:
 
 
 def _resolve_operator_class(operator_class: Any) -> Any:
-    if operator_class is None:  # per step, from its backend settings (dag_factory.operator_choice)
-        return None
-    if isinstance(operator_class, str):
-        import importlib
+    """``None``, a ``"module:Class"``/dotted path (kept as a string: imported when materialised), or
+    a class (registered so that its path resolves to it even when it cannot be imported)."""
+    if operator_class is None or isinstance(operator_class, str):
+        return operator_class
+    from airflow_provider_stepcab.dag_factory.builder import class_path
+    from airflow_provider_stepcab.dag_factory.materialize import register_class
 
-        module, _, name = operator_class.replace(":", ".").rpartition(".")
-        return getattr(importlib.import_module(module), name)
+    register_class(class_path(operator_class), operator_class)
     return operator_class
 
 
 def _build_file(file: str, operator_class: Any, wanted: Optional[str], dags: dict, origins: dict,
                 broken: dict) -> None:
-    from airflow_provider_stepcab.dag_factory.builder import build_dag
-    from airflow_provider_stepcab.dag_factory.discovery import choose_recipes
-    from airflow_provider_stepcab.dag_factory.errors import report_warnings
-    from airflow_provider_stepcab.dag_factory.settings import airflow_section, parse_settings
-    from airflow_provider_stepcab.recipe.api import load_file
-    from airflow_provider_stepcab.recipe.errors import Loc, Problems
+    from airflow_provider_stepcab.dag_factory.materialize import materialize
+    from airflow_provider_stepcab.dag_factory.spec import file_spec, to_problems
 
-    try:
-        result = load_file(file)
-    except Exception as exc:  # noqa: BLE001 - one file never breaks the others
-        from airflow_provider_stepcab.recipe.errors import Problem
-
-        broken[file] = [Problem(Loc(file, 0), "", f"internal error while loading: {exc!r}")]
-        return
-    choices, file_errors = choose_recipes(result)
-    if result.problems.warnings:
-        report_warnings(file, result.problems.warnings)
-    if file_errors and not choices:
-        broken.setdefault(file, []).extend(file_errors)
-    section = airflow_section(getattr(result.config, "tree", None))
-    for choice in choices:
-        problems = Problems()
-        problems.extend(choice.errors)
-        settings = parse_settings(section, choice.name, problems, loc=Loc(file, 0))
-        dag_id = dag_id_for(file, choice.name, is_default=choice.is_default, override=settings.dag_id)
+    fspec = file_spec(file, operator_class)
+    if fspec["warnings"]:
+        report_warnings(file, to_problems(fspec["warnings"]))
+    if fspec["errors"] and not fspec["dags"]:
+        broken.setdefault(file, []).extend(to_problems(fspec["errors"]))
+    for entry in fspec["dags"]:
+        dag_id = entry["dag_id"]
         if wanted is not None and dag_id != wanted:
             continue
-        if dag_id in origins and not problems.errors:
-            problems.error(choice.recipe.loc, choice.name, f"dag_id '{dag_id}' is already used by recipe "
+        errors = list(entry["errors"])
+        if dag_id in origins and not errors:
+            errors.append((*entry["loc"], entry["recipe"], f"dag_id '{dag_id}' is already used by recipe "
                            f"'{origins[dag_id][1]}' of {origins[dag_id][0]}; set opts.airflow.dag_id",
-                           "airflow-dag-id-clash")
+                           "error", "airflow-dag-id-clash"))
         dag = None
-        if not problems.errors:
+        if not errors:
             try:
-                dag = build_dag(dag_id=dag_id, recipe=choice.recipe, recipe_file=file, settings=settings,
-                                operator_class=operator_class, problems=problems,
-                                config_tree=getattr(result.config, "tree", None))
+                dag = materialize(entry["spec"])
             except Exception as exc:  # noqa: BLE001 - e.g. Airflow rejecting a schedule
-                problems.error(choice.recipe.loc, choice.name, f"cannot build the DAG: {exc}", "airflow-build")
-        if problems.errors or dag is None:
-            for p in problems.errors:
+                errors.append((*entry["loc"], entry["recipe"], f"cannot build the DAG: {exc}", "error",
+                               "airflow-build"))
+        if errors or dag is None:
+            for p in to_problems(errors):
                 if p not in broken.setdefault(file, []):
                     broken[file].append(p)
             continue
-        if problems.warnings:
-            report_warnings(file, [w for w in problems.warnings if w not in result.problems.warnings])
+        if entry["warnings"]:
+            report_warnings(file, to_problems(entry["warnings"]))
         dags[dag_id] = dag
-        origins[dag_id] = (file, choice.name)
+        origins[dag_id] = (file, entry["recipe"])
 
 
 def build_dags(globals_dict: Optional[dict] = None, *, folders: Optional[Iterable[str]] = None,

@@ -1,6 +1,7 @@
-"""Build one Airflow DAG from one recipe.
+"""Compile one recipe into the plain-data spec of its Airflow DAG (:func:`compile_dag`).
 
-Shape of the DAG:
+The spec is what the parse cache stores (:mod:`.spec`); :mod:`.materialize` turns it into the DAG,
+so a warm parse never touches the recipe. :func:`build_dag` does both. Shape of the DAG:
 
 - one task per **cab step** (task id: :func:`.naming.task_id_for`), created with
   ``operator_class(task_id=..., recipe_file=..., recipe_name=..., step_path=[labels...],
@@ -24,11 +25,11 @@ Shape of the DAG:
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from airflow_provider_stepcab.dag_factory.dataflow import infer_dependencies
 from airflow_provider_stepcab.dag_factory.naming import MAX_ID_LENGTH, id_collisions, sanitize_id, task_id_for
-from airflow_provider_stepcab.dag_factory.params import FORM_HIDDEN_CATEGORIES, build_params
+from airflow_provider_stepcab.dag_factory.params import FORM_HIDDEN_CATEGORIES, param_specs
 from airflow_provider_stepcab.dag_factory.settings import AirflowSettings
 from airflow_provider_stepcab.recipe.errors import Problems
 from airflow_provider_stepcab.recipe.model import UNSET
@@ -117,116 +118,113 @@ def _task_settings(settings: AirflowSettings, path: tuple) -> dict:
     return out
 
 
-#: retries of a Slurm step when the recipe sets none (see _Builder.task)
+#: retries of a Slurm step when the recipe sets none (see _Compiler.task)
 DEFERRED_DEFAULT_RETRIES = 1
 
 
-class _Builder:
+def class_path(cls: Any) -> str:
+    """``"module:Class"`` of an operator class (or the dotted path given as a string)."""
+    if isinstance(cls, str):
+        return cls
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+class _Compiler:
+    """Emits the plain-data spec of one DAG (:mod:`.materialize` documents its shape)."""
+
     def __init__(self, recipe: Any, recipe_file: str, settings: AirflowSettings, operator_class: Any,
                  config_tree: Any = None):
-        self.recipe, self.file, self.settings, self.op_class = recipe, recipe_file, settings, operator_class
+        self.recipe, self.file, self.settings = recipe, recipe_file, settings
+        self.op_class = operator_class
         self.config_tree = config_tree
 
-    def _class_for(self, chain: tuple, step: Any) -> Any:
+    def _class_for(self, chain: tuple, step: Any) -> tuple[str, str]:
+        """``(class path, mechanism)`` of a step's operator."""
         if self.op_class is not None:
-            return self.op_class
-        from airflow_provider_stepcab.dag_factory.operator_choice import choose_operator_class
+            return class_path(self.op_class), getattr(self.op_class, "mechanism", "")
+        from airflow_provider_stepcab.dag_factory.operator_choice import class_path_for, mechanism_for
 
-        return choose_operator_class(self.config_tree, chain, step, self.settings.backend)
+        mechanism = mechanism_for(self.config_tree, chain, step, self.settings.backend)
+        return class_path_for(mechanism), mechanism
 
-    def task(self, path: tuple, loop_value: Any, scatter: Any, chain: tuple = (), step: Any = None) -> Any:
+    def task(self, path: tuple, in_loop: bool, scatter: Any, chain: tuple = (), step: Any = None) -> dict:
         kwargs = dict(task_id=sanitize_id(path[-1]), recipe_file=self.file, recipe_name=self.recipe.name,
                       step_path=list(path), backend=self.settings.backend, trigger_rule=TRIGGER_RULE)
         kwargs.update(_task_settings(self.settings, path))
-        if loop_value is not None:
-            kwargs["loop_value"] = loop_value
+        if in_loop:
             kwargs["max_active_tis_per_dagrun"] = scatter
-        op_class = self._class_for(chain, step)
-        if op_class.mechanism == "slurm" and self.settings.retries is None and "retries" not in kwargs:
+        cls, mechanism = self._class_for(chain, step)
+        if mechanism == "slurm" and self.settings.retries is None and "retries" not in kwargs:
             # A retry of a Slurm step re-attaches to its job instead of submitting again, so one
             # retry is free; it also covers Airflow 3.3.2 failing a task whose trigger fires before
             # the scheduler has recorded the deferral (apache/airflow#67287).
             kwargs["retries"] = DEFERRED_DEFAULT_RETRIES
-        op = op_class(**kwargs)
-        if loop_value is not None and "loop_value" not in op.template_fields:
-            # the mapped value must be resolved per map index like a templated field
-            op.template_fields = (*op.template_fields, "loop_value")
-        return op
+        return {"k": "task", "cls": cls, "kw": kwargs, "loop": in_loop}
 
-    def level(self, recipe: Any, prefix: tuple, loop_value: Any = None, scatter: Any = None,
-              chain: tuple = ()) -> tuple:
-        """Build the steps of ``recipe``; return ``(heads, tails)`` node lists for outer wiring."""
-        nodes: dict[str, tuple[Any, Any]] = {}
+    def level(self, recipe: Any, prefix: tuple, in_loop: bool = False, scatter: Any = None,
+              chain: tuple = ()) -> dict:
+        """The nodes and edges of ``recipe``'s steps."""
+        nodes: list = []
         chain = chain + (recipe,)
         for label, step in recipe.steps.items():
             path = prefix + (label,)
             if step.cab is not None:
-                t = self.task(path, loop_value, scatter, chain, step)
-                nodes[label] = (t, t)
-            elif step.recipe.for_loop is not None and loop_value is None:
-                nodes[label] = self.loop_group(step.recipe, path, sanitize_id(label), prefix_group_id=True,
-                                               chain=chain)
+                node = self.task(path, in_loop, scatter, chain, step)
+            elif step.recipe.for_loop is not None and not in_loop:
+                node = self.loop(step.recipe, path, sanitize_id(label), prefix_group_id=True, chain=chain)
             else:
-                from airflow.sdk import TaskGroup
-
-                with TaskGroup(group_id=sanitize_id(label), tooltip=step.info or "") as group:
-                    self.level(step.recipe, path, loop_value, scatter, chain)
-                nodes[label] = (group, group)
-        labels = list(nodes)
+                node = {"k": "group", "id": sanitize_id(label), "tooltip": step.info or "",
+                        "level": self.level(step.recipe, path, in_loop, scatter, chain)}
+            nodes.append([label, node])
+        labels = [label for label, _ in nodes]
         if self.settings.parallel == "dataflow":
             deps = infer_dependencies(recipe)
         else:
             deps = {lbl: ([labels[i - 1]] if i else []) for i, lbl in enumerate(labels)}
-        for label, upstream in deps.items():
-            for up in upstream:
-                nodes[up][1] >> nodes[label][0]
-        has_down = {u for ups in deps.values() for u in ups}
-        heads = [nodes[lbl][0] for lbl in labels if not deps.get(lbl)]
-        tails = [nodes[lbl][1] for lbl in labels if lbl not in has_down]
-        return heads, tails
+        edges = [[up, label] for label, upstream in deps.items() for up in upstream]
+        return {"nodes": nodes, "edges": edges}
 
-    def loop_group(self, recipe: Any, path: tuple, group_id: str, *, prefix_group_id: bool,
-                   chain: tuple = ()) -> tuple:
-        """A mapped TaskGroup over ``recipe.for_loop``; returns ``(head, tail)``."""
-        from airflow.sdk import task_group
-
-        from airflow_provider_stepcab.dag_factory.loops import StepcabLoopValuesOperator
-
+    def loop(self, recipe: Any, path: tuple, group_id: str, *, prefix_group_id: bool, chain: tuple = ()) -> dict:
+        """A mapped TaskGroup over ``recipe.for_loop``."""
         loop = recipe.for_loop
         scatter = 1 if loop.scatter in (0, 1, None) else (None if loop.scatter < 0 else int(loop.scatter))
-        values_task = None
+        node: dict = {"k": "loop", "id": group_id, "prefix": prefix_group_id, "tooltip": recipe.info or "",
+                      "values": None, "values_task": None}
         if isinstance(loop.over, (list, tuple)):
-            values: Any = list(loop.over)
+            node["values"] = list(loop.over)
         else:
             task_id = TOP_LOOP_TASK if not path else sanitize_id(path[-1]) + LOOP_TASK_SUFFIX
-            values_task = StepcabLoopValuesOperator(task_id=task_id, recipe_file=self.file,
-                                                    recipe_name=self.recipe.name, step_path=list(path),
-                                                    trigger_rule=TRIGGER_RULE)
-            values = values_task.output
-
-        def body(loop_value: Any) -> None:
-            self.level(recipe, path, loop_value, scatter, chain)
-
-        body.__name__ = group_id
-        group = task_group(group_id=group_id, prefix_group_id=prefix_group_id,
-                           tooltip=recipe.info or "")(body).expand(loop_value=values)
-        if values_task is not None:
-            values_task >> group
-        return (values_task or group), group
+            node["values_task"] = dict(task_id=task_id, recipe_file=self.file, recipe_name=self.recipe.name,
+                                       step_path=list(path), trigger_rule=TRIGGER_RULE)
+        node["level"] = self.level(recipe, path, True, scatter, chain)
+        return node
 
 
-def build_dag(*, dag_id: str, recipe: Any, recipe_file: str, settings: AirflowSettings,
-              operator_class: Any, problems: Problems, config_tree: Any = None) -> Any:
-    """Create the DAG of ``recipe`` (see the module docstring).
+def _dag_kwargs(recipe: Any, recipe_file: str, settings: AirflowSettings) -> dict:
+    info_line = (recipe.info or "").strip().splitlines()
+    optional = {k: getattr(settings, k) for k in ("max_active_runs", "max_active_tasks", "end_date",
+                                                   "dagrun_timeout") if getattr(settings, k) is not None}
+    return dict(
+        schedule=settings.schedule,
+        start_date=settings.start_date,
+        catchup=settings.catchup,
+        default_args=settings.default_args(),
+        tags=sorted({"stepcab", *settings.tags}),
+        description=settings.description or (info_line[0][:200] if info_line else None),
+        doc_md=doc_md(recipe, recipe_file, settings),
+        **optional,
+    )
 
-    :param operator_class: one operator class for every step, or ``None`` to choose per step
-        from its backend settings (:mod:`.operator_choice`).
+
+def compile_dag(*, dag_id: str, recipe: Any, recipe_file: str, settings: AirflowSettings,
+                operator_class: Any, problems: Problems, config_tree: Any = None) -> Optional[dict]:
+    """The spec of ``recipe``'s DAG (see the module docstring and :mod:`.materialize`).
+
+    :param operator_class: one operator class (or ``"module:Class"``) for every step, or ``None``
+        to choose per step from its backend settings (:mod:`.operator_choice`).
     :param config_tree: the merged config of the recipe's file (its ``opts.backend``).
-    :param problems: receives shape problems; when it holds errors afterwards, no DAG is returned.
-    :return: the DAG, or ``None`` when the recipe cannot be turned into one.
+    :param problems: receives shape problems; when it holds errors afterwards, ``None`` is returned.
     """
-    from airflow.sdk import DAG
-
     check_structure(recipe, problems)
     if settings.build_images:
         clash = [label for label in recipe.steps if sanitize_id(label) == BUILD_TASK]
@@ -236,55 +234,50 @@ def build_dag(*, dag_id: str, recipe: Any, recipe_file: str, settings: AirflowSe
                            "rename the step", "airflow-id-clash")
     if problems.errors:
         return None
-    params = build_params(recipe, problems)
+    params = param_specs(recipe, problems)
     if settings.schedule is not None:
-        missing = []
-        for name, p in params.items():
-            try:
-                p.resolve(suppress_exception=False)
-            except Exception:  # noqa: BLE001 - ParamValidationError: no (valid) default
-                missing.append(name)
+        missing = [name for name, has_default, default, _, schema in params
+                   if not has_default or not _valid_default(default, schema)]
         if missing:
             problems.error(recipe.loc, f"{recipe.name}.inputs",
                            f"required input(s) without default: {', '.join(missing)}; a scheduled DAG "
                            f"(opts.airflow.schedule={settings.schedule!r}) needs a default for each",
                            "airflow-schedule-params")
             return None
-    info_line = (recipe.info or "").strip().splitlines()
-    optional = {k: getattr(settings, k) for k in ("max_active_runs", "max_active_tasks", "end_date",
-                                                   "dagrun_timeout") if getattr(settings, k) is not None}
-    dag = DAG(
-        dag_id=dag_id,
-        schedule=settings.schedule,
-        start_date=settings.start_date,
-        catchup=settings.catchup,
-        default_args=settings.default_args(),
-        tags=sorted({"stepcab", *settings.tags}),
-        description=settings.description or (info_line[0][:200] if info_line else None),
-        doc_md=doc_md(recipe, recipe_file, settings),
-        auto_register=False,
-        **optional,
-    )
-    builder = _Builder(recipe, recipe_file, settings, operator_class, config_tree)
-    with dag:
-        if recipe.for_loop is not None:
-            builder.loop_group(recipe, (), "for_loop", prefix_group_id=False)
-        else:
-            builder.level(recipe, ())
-        if settings.build_images:
-            from airflow_provider_stepcab.operators.build import StepcabBuildImagesOperator
-
-            roots = list(dag.roots)
-            build = StepcabBuildImagesOperator(task_id=BUILD_TASK, recipe_file=recipe_file,
-                                               recipe_name=recipe.name, backend=settings.backend)
-            for root in roots:
-                build >> root
-    # Params go on the DAG only now: every operator created inside a DAG deep-copies the DAG's
-    # params into its own (three times: once per class of the hierarchy), which is quadratic in
-    # recipe size (auto-aliased step inputs grow with the steps). Airflow merges DAG params into
-    # the task context at run time anyway (``process_params``: dag.params, then task.params, then
-    # conf), so tasks without a copy behave the same and serialise smaller.
-    dag.params = params
-    return dag
+    compiler = _Compiler(recipe, recipe_file, settings, operator_class, config_tree)
+    if recipe.for_loop is not None:
+        body = compiler.loop(recipe, (), "for_loop", prefix_group_id=False)
+    else:
+        body = compiler.level(recipe, ())
+    build = None
+    if settings.build_images:
+        build = dict(task_id=BUILD_TASK, recipe_file=recipe_file, recipe_name=recipe.name,
+                     backend=settings.backend)
+    return {"dag_id": dag_id, "dag_kwargs": _dag_kwargs(recipe, recipe_file, settings), "params": params,
+            "body": body, "build": build}
 
 
+def _valid_default(default: Any, schema: dict) -> bool:
+    """True if ``default`` satisfies the param's JSON schema (as ``Param.resolve`` checks it)."""
+    from airflow.sdk import Param
+
+    try:
+        Param(default, **schema).resolve(suppress_exception=False)
+    except Exception:  # noqa: BLE001 - ParamValidationError: no (valid) default
+        return False
+    return True
+
+
+def build_dag(*, dag_id: str, recipe: Any, recipe_file: str, settings: AirflowSettings,
+              operator_class: Any, problems: Problems, config_tree: Any = None) -> Any:
+    """Create the DAG of ``recipe``: :func:`compile_dag`, then :func:`~.materialize.materialize`.
+
+    :return: the DAG, or ``None`` when the recipe cannot be turned into one (see ``problems``).
+    """
+    from airflow_provider_stepcab.dag_factory.materialize import materialize, register_class
+
+    if operator_class is not None and not isinstance(operator_class, str):
+        register_class(class_path(operator_class), operator_class)
+    spec = compile_dag(dag_id=dag_id, recipe=recipe, recipe_file=recipe_file, settings=settings,
+                       operator_class=operator_class, problems=problems, config_tree=config_tree)
+    return None if spec is None else materialize(spec)

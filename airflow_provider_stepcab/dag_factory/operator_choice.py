@@ -74,6 +74,11 @@ def _mechanism_for(config_tree: Any, recipe_chain: Any, step: Any, override: Any
     return name if name in _CLASSES else "native"
 
 
+def class_path_for(mechanism: str) -> str:
+    """``"module:Class"`` of the operator class of ``mechanism`` (nothing imported)."""
+    return _CLASSES[mechanism]
+
+
 def operator_class_for(mechanism: str) -> Any:
     """Import (once) and return the operator class of ``mechanism``."""
     if mechanism not in _loaded:

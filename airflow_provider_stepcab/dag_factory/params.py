@@ -149,32 +149,39 @@ def param_spec(name: str, param: Parameter, recipe_default: Any = UNSET) -> dict
     return spec
 
 
-def build_params(recipe: Any, problems: Optional[Problems] = None) -> dict:
-    """Return ``{name: Param}`` for the recipe's settable inputs plus the control params.
+def param_specs(recipe: Any, problems: Optional[Problems] = None) -> list:
+    """The run params of ``recipe`` as plain data: ``[name, has_default, default, description,
+    schema]`` for its settable inputs plus the control params (made into ``Param`` objects by
+    :func:`~.materialize.make_params`).
 
     :param recipe: a :class:`~airflow_provider_stepcab.recipe.model.Recipe`.
     :param problems: receives a warning when an input shadows a control param.
     """
-    from airflow.sdk import Param
-
-    out: dict = {}
+    out: list = []
+    names: set = set()
     defaults = getattr(recipe, "defaults", {}) or {}
     for name, param in recipe.inputs.items():
         if param.implicit is not UNSET or (param.category in FORM_HIDDEN_CATEGORIES and not param.required):
             continue
         spec = param_spec(name, param, defaults.get(name, UNSET))
         description = spec.pop("description")
-        if "default" in spec:
-            default = spec.pop("default")
-            out[name] = Param(default, description=description, **spec)
-        else:
-            out[name] = Param(description=description, **spec)
+        has_default = "default" in spec
+        default = spec.pop("default", None)
+        out.append([name, has_default, default, description, spec])
+        names.add(name)
     for name, (default, schema, description) in CONTROL_PARAMS.items():
-        if name in out:
+        if name in names:
             if problems is not None:
                 problems.warning(recipe.inputs[name].loc, f"{recipe.name}.inputs.{name}",
                                  f"input '{name}' shadows the stepcab control param of that name; "
                                  "set the control value through the run conf instead", "param-shadow")
             continue
-        out[name] = Param(default, description=description, **schema)
+        out.append([name, True, default, description, dict(schema)])
     return out
+
+
+def build_params(recipe: Any, problems: Optional[Problems] = None) -> dict:
+    """Return ``{name: Param}`` for the recipe's settable inputs plus the control params."""
+    from airflow_provider_stepcab.dag_factory.materialize import make_params
+
+    return make_params(param_specs(recipe, problems))

@@ -14,7 +14,7 @@ A step task carries only its identity (``recipe_file``, ``recipe_name``,
 4. resolves formulas and ``{}`` substitutions, validates inputs (dtype, choices,
    ``must_exist``, ``mkdir``) inside the run's working directory (:mod:`..runtime.workdir`);
 5. hands a :class:`ResolvedStep` to :meth:`StepcabBaseOperator.run_step` of the subclass (or
-   to the runner registered for a backend chosen at trigger time, see :data:`BACKEND_RUNNERS`);
+   to the runner of a backend chosen at trigger time, see :data:`LOCAL_RUNNERS`);
 6. afterwards merges parsed outputs, checks required outputs and ``must_exist``,
    pushes XCom (``stepcab_params``: all params; ``return_value``: the outputs) and emits
    File/Directory/MS outputs as ``file://`` Assets through the task's :class:`AssetAlias`.
@@ -22,24 +22,33 @@ A step task carries only its identity (``recipe_file``, ``recipe_name``,
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from airflow.sdk import AssetAlias, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
-from airflow_provider_stepcab.operators import resolve as R
-from airflow_provider_stepcab.operators.overrides import parse_overrides
-from airflow_provider_stepcab.recipe.errors import FormulaError, RecipeError
-from airflow_provider_stepcab.runtime.workdir import WORKDIR_PARAM, choose_workdir, recipe_workdir_setting
+if TYPE_CHECKING:  # the run-time modules are imported when a step runs, not when a DAG is parsed
+    from airflow_provider_stepcab.operators import resolve as R
 
 #: XCom key holding every resolved parameter (inputs and outputs) of a step.
 XCOM_PARAMS_KEY = "stepcab_params"
 
-#: backend name -> ``callable(operator, step: ResolvedStep, context) -> RunResult``.
-#: Each mechanism module registers itself; used when the trigger-time conf picks a backend
-#: other than the one the task's operator class implements.
+#: The local backends any step task can run a step with when the trigger-time conf picks one other
+#: than its class's mechanism: name -> (``"module:function"`` of the runner
+#: ``(operator, step: ResolvedStep, context) -> RunResult``, the executable it needs or ``None``).
+#: Imported and probed (on the worker's ``PATH``) only when a step is resolved.
+LOCAL_RUNNERS: dict[str, tuple[str, Optional[str]]] = {
+    "native": ("airflow_provider_stepcab.operators.native:run_native", None),
+    "singularity": ("airflow_provider_stepcab.operators.singularity:run_singularity", "singularity"),
+    "podman": ("airflow_provider_stepcab.operators.podman:run_podman", "podman"),
+    "docker": ("airflow_provider_stepcab.operators.podman:run_docker", "docker"),
+}
+
+#: Extra runners (name -> callable) added with :func:`register_backend_runner`; they win over
+#: :data:`LOCAL_RUNNERS`.
 BACKEND_RUNNERS: dict[str, Callable[..., Any]] = {}
 
 log = logging.getLogger(__name__)
@@ -48,6 +57,35 @@ log = logging.getLogger(__name__)
 def register_backend_runner(name: str, runner: Callable[..., Any]) -> None:
     """Make ``runner`` run steps whose effective backend is ``name``."""
     BACKEND_RUNNERS[name] = runner
+
+
+def _installed(executable: Optional[str]) -> bool:
+    if executable is None:
+        return True
+    from airflow_provider_stepcab.runtime.containers import RuntimeMissing, find_engine, find_singularity
+
+    try:
+        find_singularity() if executable == "singularity" else find_engine(executable)
+    except RuntimeMissing:
+        return False
+    return True
+
+
+def runnable_backends() -> set:
+    """Backends this worker can run a step with: the registered runners and the local ones whose
+    executable is on ``PATH``."""
+    return {*BACKEND_RUNNERS, *(name for name, (_, exe) in LOCAL_RUNNERS.items() if _installed(exe))}
+
+
+def backend_runner(name: str) -> Optional[Callable[..., Any]]:
+    """The runner of backend ``name`` on this worker, or ``None``."""
+    if name in BACKEND_RUNNERS:
+        return BACKEND_RUNNERS[name]
+    entry = LOCAL_RUNNERS.get(name)
+    if entry is None or not _installed(entry[1]):
+        return None
+    module, _, func = entry[0].partition(":")
+    return getattr(importlib.import_module(module), func)
 
 
 def asset_alias_name(dag_id: str, task_id: str) -> str:
@@ -112,6 +150,8 @@ class StepcabBaseOperator(BaseOperator):
         for name, value in step.params.items():
             self.log.info("  %s = %r", name, value)
 
+        from airflow_provider_stepcab.operators import resolve as R
+
         with R.chdir(step.workdir.path):
             R.prepare_outputs(step)
         return self.finish_step(step, self._dispatch(step, context), context)
@@ -119,6 +159,8 @@ class StepcabBaseOperator(BaseOperator):
     def resolve_or_skip(self, context: Any, *, finishing: bool = False) -> "R.ResolvedStep":
         """:meth:`resolve_step` with recipe errors as task failures; a skipped step pushes its
         params and raises ``AirflowSkipException`` (unless ``finishing``: resuming after a deferral)."""
+        from airflow_provider_stepcab.recipe.errors import FormulaError, RecipeError
+
         try:
             step = self.resolve_step(context)
         except AirflowSkipException:
@@ -139,6 +181,9 @@ class StepcabBaseOperator(BaseOperator):
         :returns: the step's outputs (the task's ``return_value``).
         :raises AirflowException: the step failed or its outputs are wrong.
         """
+        from airflow_provider_stepcab.operators import resolve as R
+        from airflow_provider_stepcab.recipe.errors import FormulaError, RecipeError
+
         if result.outputs:
             step.params.update(result.outputs)
         if not result.success:
@@ -157,9 +202,9 @@ class StepcabBaseOperator(BaseOperator):
     def _dispatch(self, step: "R.ResolvedStep", context: Any) -> Any:
         if step.backend_name == self.mechanism:
             return self.run_step(step, context)
-        runner = BACKEND_RUNNERS.get(step.backend_name)
+        runner = backend_runner(step.backend_name)
         if runner is None:
-            known = ", ".join(sorted({self.mechanism, *BACKEND_RUNNERS}))
+            known = ", ".join(self.available_backends())
             raise AirflowException(f"step {step.fqname}: backend '{step.backend_name}' is not available "
                                    f"to this task (available: {known})")
         return runner(self, step, context)
@@ -168,11 +213,15 @@ class StepcabBaseOperator(BaseOperator):
 
     def available_backends(self) -> list:
         """Backends a step of this task may select: this class's mechanism and the registered runners."""
-        return sorted({self.mechanism, *BACKEND_RUNNERS})
+        return sorted({self.mechanism, *runnable_backends()})
 
     def resolve_step(self, context: Any) -> "R.ResolvedStep":
         """Resolve this task's step for the running DAG run (see the module docstring)."""
+        from airflow_provider_stepcab.operators import resolve as R
+        from airflow_provider_stepcab.operators.overrides import parse_overrides
         from airflow_provider_stepcab.recipe.api import load_recipe
+        from airflow_provider_stepcab.runtime.workdir import (WORKDIR_PARAM, choose_workdir,
+                                                              recipe_workdir_setting)
 
         recipe, loaded = load_recipe(self.recipe_file, self.recipe_name)
         dag_run = context.get("dag_run")
@@ -198,10 +247,14 @@ class StepcabBaseOperator(BaseOperator):
     # ----------------------------------------------------------------- XCom and assets
 
     def _push_params(self, ti: Any, params: dict) -> None:
+        from airflow_provider_stepcab.operators import resolve as R
+
         ti.xcom_push(key=XCOM_PARAMS_KEY, value=R.plain(params))
 
     def _emit_assets(self, step: "R.ResolvedStep", context: Any) -> None:
         from airflow.sdk import Asset
+
+        from airflow_provider_stepcab.operators import resolve as R
 
         paths = R.file_outputs(step)
         if not paths:

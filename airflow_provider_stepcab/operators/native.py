@@ -15,12 +15,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_stepcab.operators.base import StepcabBaseOperator, register_backend_runner
-from airflow_provider_stepcab.operators.resolve import ResolvedStep
+from airflow_provider_stepcab.operators.base import StepcabBaseOperator
+
+if TYPE_CHECKING:
+    from airflow_provider_stepcab.operators.resolve import ResolvedStep
 
 
 class StepcabNativeOperator(StepcabBaseOperator):
@@ -93,5 +95,3 @@ def run_native(op: StepcabBaseOperator, step: ResolvedStep, context: Any) -> Any
         if isinstance(op, StepcabNativeOperator):
             op._runner = None
 
-
-register_backend_runner("native", run_native)

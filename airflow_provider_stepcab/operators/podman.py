@@ -12,21 +12,22 @@ Each container gets a deterministic name from the task instance
 ``podman run`` process group and ``podman rm -f`` the container. A missing image is pulled when
 ``auto_pull`` allows it (no registry is needed for images made with ``podman import``).
 
-Importing this module registers the ``podman``/``docker`` runners if those executables are on ``PATH``.
+:func:`run_podman`/:func:`run_docker` also run steps of other classes' tasks whose trigger-time
+``conf`` selects those backends (see :data:`~.base.LOCAL_RUNNERS`).
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_stepcab.operators import native as _native  # noqa: F401 - registers the native runner
-from airflow_provider_stepcab.operators.base import StepcabBaseOperator, register_backend_runner
-from airflow_provider_stepcab.operators.resolve import ResolvedStep
+from airflow_provider_stepcab.operators.base import StepcabBaseOperator
 from airflow_provider_stepcab.operators.singularity import task_logger
+
+if TYPE_CHECKING:
+    from airflow_provider_stepcab.operators.resolve import ResolvedStep
 
 
 class StepcabPodmanOperator(StepcabBaseOperator):
@@ -119,18 +120,12 @@ def run_engine(op: StepcabBaseOperator, step: ResolvedStep, context: Any, *, eng
             op._runner = None
 
 
-def _register() -> None:
-    import functools
 
-    from airflow_provider_stepcab.runtime.containers import RuntimeMissing, find_engine
-
-    for engine in ("podman", "docker"):
-        try:
-            find_engine(engine)
-        except RuntimeMissing:
-            logging.getLogger(__name__).debug("no %s on PATH: runner not registered", engine)
-            continue
-        register_backend_runner(engine, functools.partial(run_engine, engine=engine))
+def run_podman(op: StepcabBaseOperator, step: "ResolvedStep", context: Any) -> Any:
+    """:func:`run_engine` with podman (the runner of :data:`~.base.LOCAL_RUNNERS`)."""
+    return run_engine(op, step, context, engine="podman")
 
 
-_register()
+def run_docker(op: StepcabBaseOperator, step: "ResolvedStep", context: Any) -> Any:
+    """:func:`run_engine` with docker (the runner of :data:`~.base.LOCAL_RUNNERS`)."""
+    return run_engine(op, step, context, engine="docker")

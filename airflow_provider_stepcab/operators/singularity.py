@@ -15,21 +15,21 @@ differs from the native operator:
 5. the process runs in its own process group, its output through the cab's wranglers into the
    task log; :meth:`StepcabSingularityOperator.on_kill` and ``execution_timeout`` kill the group.
 
-Importing this module registers the ``singularity`` runner (used when a trigger-time ``conf``
-selects singularity for a task of another class) if an executable is on ``PATH`` at that moment.
+:func:`run_singularity` also runs a step of another class's task whose trigger-time ``conf``
+selects singularity (see :data:`~.base.LOCAL_RUNNERS`).
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_stepcab.operators import native as _native  # noqa: F401 - registers the native runner
-from airflow_provider_stepcab.operators.base import StepcabBaseOperator, register_backend_runner
-from airflow_provider_stepcab.operators.resolve import ResolvedStep
+from airflow_provider_stepcab.operators.base import StepcabBaseOperator
+
+if TYPE_CHECKING:
+    from airflow_provider_stepcab.operators.resolve import ResolvedStep
 
 #: images (re)built by this worker process: ``rebuild`` happens once per process, as in Stimela
 _REBUILT: set = set()
@@ -139,16 +139,3 @@ def run_singularity(op: StepcabBaseOperator, step: ResolvedStep, context: Any) -
         if isinstance(op, StepcabSingularityOperator):
             op._runner = None
 
-
-def _register() -> None:
-    from airflow_provider_stepcab.runtime.containers import RuntimeMissing, find_singularity
-
-    try:
-        find_singularity()
-    except RuntimeMissing:
-        logging.getLogger(__name__).debug("no apptainer/singularity on PATH: runner not registered")
-        return
-    register_backend_runner("singularity", run_singularity)
-
-
-_register()

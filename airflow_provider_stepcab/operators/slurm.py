@@ -34,7 +34,6 @@ from typing import Any, Mapping, Optional
 
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_stepcab.operators import native as _native  # noqa: F401 - registers the native runner
 from airflow_provider_stepcab.operators import resolve as R
 from airflow_provider_stepcab.operators.base import StepcabBaseOperator
 from airflow_provider_stepcab.plan import slurm as P

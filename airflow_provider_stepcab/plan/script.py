@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from ..recipe.errors import Problems
 from .images import images_section

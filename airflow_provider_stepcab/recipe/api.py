@@ -66,19 +66,21 @@ _lock = threading.RLock()
 _digest = diskcache.digest
 
 
-def _cached(key: Any, make: Callable[[], tuple[Any, Iterable[str]]]) -> Any:
-    """``make()`` once per key while the files it read are unchanged: in memory, then in the
-    persistent :mod:`.diskcache` (a fresh dag-processor / task process finds it there)."""
+def _cached(key: Any, make: Callable[[], tuple[Any, Iterable[str]]], *, persist: bool = True) -> Any:
+    """``make()`` once per key while the files it read are unchanged: in memory, then (with
+    ``persist``) in the persistent :mod:`.diskcache` (a fresh dag-processor / task process finds
+    it there)."""
     with _lock:
         hit = _cache.get(key)
         if hit is not None and all(_digest(f) == d for f, d in hit[0].items()):
             _cache.move_to_end(key)
             return hit[1]
-    found, value, digests = diskcache.get(key)
+    found, value, digests = diskcache.get(key) if persist else (False, None, {})
     if not found:
         value, files = make()
         digests = {f: _digest(f) for f in files}
-        diskcache.put(key, value, digests)
+        if persist:
+            diskcache.put(key, value, digests)
     with _lock:
         _cache[key] = (digests, value)
         _cache.move_to_end(key)
@@ -227,8 +229,13 @@ def load_recipe(paths: PathArg, name: Optional[str] = None, *, strict: bool = Fa
     return result.recipe, result.config
 
 
-def load_file(path: str, *, strict: bool = False, include_dirs: Sequence[str] = ()) -> FileResult:
-    """Load one file and build every top-level recipe in it (see :func:`load_all`)."""
+def load_file(path: str, *, strict: bool = False, include_dirs: Sequence[str] = (),
+              persist: bool = True) -> FileResult:
+    """Load one file and build every top-level recipe in it (see :func:`load_all`).
+
+    :param persist: also use the persistent cache (the DAG factory caches its own, smaller result
+        instead: :mod:`~airflow_provider_stepcab.dag_factory.spec`).
+    """
     key = ("file", os.path.abspath(path), strict, tuple(include_dirs), _env_key())
 
     def make() -> tuple[FileResult, list[str]]:
@@ -250,7 +257,12 @@ def load_file(path: str, *, strict: bool = False, include_dirs: Sequence[str] = 
                                   "unknown-recipe")
         return result, _config_files(config, [path])
 
-    return _cached(key, make)
+    return _cached(key, make, persist=persist)
+
+
+def files_read(result: FileResult) -> list[str]:
+    """Every file :func:`load_file` read to build ``result`` (main file, includes, system config)."""
+    return _config_files(result.config, [result.file]) if result.config is not None else [result.file]
 
 
 def load_all(paths: PathArg, *, strict: bool = False, include_dirs: Sequence[str] = ()) -> list[FileResult]:

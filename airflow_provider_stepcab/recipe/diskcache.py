@@ -5,8 +5,8 @@ every task process parses its DAG file again before running; an in-process cache
 This cache pickles what :mod:`.api` builds, in one file per cache key, together with the SHA-256
 of every file that was read to build it (main file, includes, cult-cargo's config). An entry is
 used only if all those files still have the same content, so editing a recipe or any file it
-includes invalidates it. The key also covers the stepcab code (size and mtime of the ``recipe``
-package modules), the Python version, ``STIMELA_INCLUDE`` and the working directory.
+includes invalidates it. The key also covers the stepcab code (size and mtime of the package's
+modules), the Python version, ``STIMELA_INCLUDE`` and the working directory.
 
 Where: ``$STEPCAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/stepcab/recipes``, else
 ``~/.cache/stepcab/recipes``. ``STEPCAB_CACHE_DIR=off`` (or ``0``/``false``/``no``) disables it.
@@ -60,15 +60,19 @@ def _usable(path: str) -> bool:
 
 
 def code_fingerprint() -> str:
-    """Changes whenever a module of the ``recipe`` package (which builds the cached objects) does."""
+    """Changes whenever a module of the package (which builds the cached objects) does: size and
+    mtime of every ``.py`` file of ``airflow_provider_stepcab``."""
     global _code_fp
     if _code_fp is None:
-        here = os.path.dirname(os.path.abspath(__file__))
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         h = hashlib.sha256(f"{FORMAT} {sys.version} {pickle.HIGHEST_PROTOCOL}".encode())
-        for name in sorted(os.listdir(here)):
-            if name.endswith(".py"):
-                st = os.stat(os.path.join(here, name))
-                h.update(f"{name} {st.st_size} {st.st_mtime_ns}\n".encode())
+        for root, dirs, files in os.walk(package):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    st = os.stat(os.path.join(root, name))
+                    h.update(f"{os.path.relpath(os.path.join(root, name), package)} {st.st_size} "
+                             f"{st.st_mtime_ns}\n".encode())
         _code_fp = h.hexdigest()
     return _code_fp
 
