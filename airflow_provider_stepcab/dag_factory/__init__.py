@@ -19,7 +19,6 @@ import os
 from typing import Any, Iterable, Optional
 
 from airflow_provider_stepcab.dag_factory.errors import RecipeImportError, raise_broken, report_broken, report_warnings
-from airflow_provider_stepcab.dag_factory.naming import dag_id_for, dag_id_may_come_from
 
 __all__ = ["build_dags", "build_recipe_dag", "RecipeImportError"]
 
@@ -101,6 +100,7 @@ def build_dags(globals_dict: Optional[dict] = None, *, folders: Optional[Iterabl
         :class:`RecipeImportError` after building (Airflow then drops every DAG of the loader).
     """
     from airflow_provider_stepcab.dag_factory.discovery import default_folders, find_recipe_files
+    from airflow_provider_stepcab.dag_factory.naming import dag_id_may_come_from
 
     loader_file = (globals_dict or {}).get("__file__")
     if files is not None:
@@ -142,6 +142,7 @@ def build_recipe_dag(recipe_file: str, recipe_name: str) -> Any:
     :raises RecipeImportError: with every error (file:line, key, message) when it cannot be built.
     """
     from airflow_provider_stepcab.dag_factory.builder import build_dag
+    from airflow_provider_stepcab.dag_factory.naming import dag_id_for
     from airflow_provider_stepcab.dag_factory.settings import airflow_section, parse_settings
     from airflow_provider_stepcab.recipe.api import load_recipe_result
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from airflow_provider_stepcab.dag_factory.naming import RECIPE_SUFFIXES
@@ -39,16 +38,22 @@ ENV_FOLDERS = "STEPCAB_RECIPE_FOLDERS"
 _MARKER = re.compile(rb"(?m)^[ \t]*(steps|DEFAULT|_include\w*)[ \t]*:")
 
 
-@dataclass
 class RecipeChoice:
-    """One recipe of a file that should become a DAG, or the reasons it cannot."""
+    """One recipe of a file that should become a DAG, or the reasons it cannot (``errors``).
 
-    file: str
-    name: str
-    recipe: Any
-    config: Any
-    is_default: bool
-    errors: list = field(default_factory=list)
+    A plain class, not a dataclass: this module is imported by every parse, warm ones included.
+    """
+
+    __slots__ = ("file", "name", "recipe", "config", "is_default", "errors")
+
+    def __init__(self, file: str, name: str, recipe: Any, config: Any, is_default: bool,
+                 errors: Optional[list] = None):
+        self.file, self.name, self.recipe, self.config = file, name, recipe, config
+        self.is_default = is_default
+        self.errors = list(errors or [])
+
+    def __repr__(self) -> str:
+        return f"RecipeChoice({self.file!r}, {self.name!r}, errors={len(self.errors)})"
 
 
 def extra_folders() -> list[str]:

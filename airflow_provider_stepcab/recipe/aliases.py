@@ -10,7 +10,6 @@ the alias schemas.
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import re
 from typing import Any, Optional
@@ -32,6 +31,13 @@ def step_schema(step: Step) -> tuple[dict, dict]:
 def step_defaults(step: Step) -> dict:
     cargo = step.cargo
     return dict(getattr(cargo, "defaults", None) or {})
+
+
+def _shallow_copy(p: Parameter) -> Parameter:
+    """``copy.copy`` of a parameter without the pickle protocol (one per auto-alias)."""
+    new = object.__new__(type(p))
+    new.__dict__.update(p.__dict__)
+    return new
 
 
 def _is_implicit(p: Parameter) -> bool:
@@ -111,7 +117,7 @@ class _Aliaser:
             io = recipe.inputs if in_schema is not None else recipe.outputs
             orig = io.get(alias)
             self.orig[alias] = orig
-            alias_schema = copy.copy(schema)
+            alias_schema = _shallow_copy(schema)
             alias_schema.name = alias
             alias_schema.aliases = []
             alias_schema.loc = orig.loc if orig is not None else (step.param_locs.get(pname) or step.loc)

@@ -25,7 +25,6 @@ given file in order (``configuratt.load`` + ``load_recipe_files``):
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import re
@@ -36,7 +35,7 @@ from .directives import IncludeError, Resolver, _sub, default_search_path, packa
 from .errors import Loc, Problems, RecipeError
 from .interp import interpolate
 from .merge import merge
-from .yamlio import CList, CMap, load_yaml_file, load_yaml_text, loc_of
+from .yamlio import CList, CMap, copy_tree, load_yaml_file, load_yaml_text, loc_of
 
 CONFIG_SECTIONS = ("images", "lib", "cabs", "opts", "vars", "run")
 
@@ -224,7 +223,7 @@ class _Session:
             tree, problems = parse_file(path)
             self.problems.extend(problems)
             self._cache[path] = tree
-        return copy.deepcopy(self._cache[path])
+        return copy_tree(self._cache[path])
 
     def _load_included(self, path: str, location: str, stack: list) -> Any:
         tree = self.parse(path)
@@ -309,7 +308,7 @@ def load_documents(paths: Iterable[str] | str, *, include_dirs: Iterable[str] = 
 
     check_requirements(full, [sysconf], session.problems)
 
-    tree = copy.deepcopy(sysconf)
+    tree = copy_tree(sysconf)
     recipes = tree["lib"].setdefault("recipes", CMap())
     update = CMap(loc=full.loc)
     names: list[str] = []

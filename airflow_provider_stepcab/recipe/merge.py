@@ -13,12 +13,11 @@ as OmegaConf does.
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 from typing import Any, Iterable, Sequence
 
 from .errors import UNKNOWN_LOC, Loc
-from .yamlio import CMap
+from .yamlio import CMap, copy_tree
 
 MISSING = "???"
 
@@ -49,9 +48,9 @@ def merge(base: Any, override: Any) -> Any:
     :returns: the merged tree; its own location is the override's when known.
     """
     if override is None:
-        return copy.deepcopy(base)
+        return copy_tree(base)
     if not (isinstance(base, dict) and isinstance(override, dict)):
-        return copy.deepcopy(override)
+        return copy_tree(override)
     oloc = _loc(override)
     out = CMap(loc=oloc if oloc != UNKNOWN_LOC else _loc(base))
     for key, value in base.items():
@@ -60,14 +59,14 @@ def merge(base: Any, override: Any) -> Any:
             if isinstance(value, dict) and isinstance(new, dict):
                 out[key] = merge(value, new)
             else:
-                out[key] = copy.deepcopy(new)
+                out[key] = copy_tree(new)
             out.key_locs[key] = _key_loc(override, key)
         else:
-            out[key] = copy.deepcopy(value)
+            out[key] = copy_tree(value)
             out.key_locs[key] = _key_loc(base, key)
     for key, value in override.items():
         if key not in base:
-            out[key] = copy.deepcopy(value)
+            out[key] = copy_tree(value)
             out.key_locs[key] = _key_loc(override, key)
     return out
 
