@@ -178,7 +178,7 @@ class StepcabBaseOperator(BaseOperator):
         the reason and the last output lines, check/finalise outputs, push the ``stepcab_params``
         XCom and emit file outputs as Assets.
 
-        :returns: the step's outputs (the task's ``return_value``).
+        :returns: the step's outputs (the task's ``return_value``); ``None`` for a cab without outputs.
         :raises AirflowException: the step failed or its outputs are wrong.
         """
         from airflow_provider_stepcab.operators import resolve as R
@@ -197,6 +197,8 @@ class StepcabBaseOperator(BaseOperator):
                 raise AirflowException(f"step {step.fqname}: {exc}") from None
         self._push_params(context["ti"], step.params)
         self._emit_assets(step, context)
+        if not step.cab.outputs:
+            return None  # nothing to return: no ``return_value`` XCom (one request less per task)
         return {k: v for k, v in R.plain(step.params).items() if k in step.cab.outputs}
 
     def _dispatch(self, step: "R.ResolvedStep", context: Any) -> Any:

@@ -213,6 +213,66 @@ def _skip_value(step: Any, ns: dict) -> bool:
     return bool(value) and value is not UNSET
 
 
+class LazyParams(dict):
+    """The resolved params of an earlier step, fetched (from XCom) the first time they are used.
+
+    A step's formulas usually name one or two earlier steps (``previous``, ``steps.<label>``), so
+    fetching every earlier sibling up front made each task cost one XCom request per earlier step.
+    A ``dict`` subclass: every read goes through :meth:`_fill` first, and because ``__iter__`` is
+    overridden, ``dict(x)``/``{**x}``/JSON/pickle copy through ``keys()`` and ``[]`` as well.
+    """
+
+    __slots__ = ("_load",)
+
+    def __init__(self, load: Callable[[], Any]):
+        super().__init__()
+        self._load: Optional[Callable[[], Any]] = load
+
+    def _fill(self) -> "LazyParams":
+        load, self._load = self._load, None
+        if load is not None:
+            dict.update(self, load() or {})
+        return self
+
+    def __getitem__(self, key: Any) -> Any:
+        return dict.__getitem__(self._fill(), key)
+
+    def __contains__(self, key: Any) -> bool:
+        return dict.__contains__(self._fill(), key)
+
+    def __iter__(self):
+        return dict.__iter__(self._fill())
+
+    def __len__(self) -> int:
+        return dict.__len__(self._fill())
+
+    def __eq__(self, other: Any) -> bool:
+        return dict.__eq__(self._fill(), other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return dict.__repr__(self._fill())
+
+    def __reduce__(self):
+        return (dict, (dict(self._fill()),))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return dict.get(self._fill(), key, default)
+
+    def keys(self):
+        return dict.keys(self._fill())
+
+    def values(self):
+        return dict.values(self._fill())
+
+    def items(self):
+        return dict.items(self._fill())
+
+    def copy(self) -> dict:
+        return dict(self._fill())
+
+
 class _Walker:
     def __init__(self, *, fetch: Callable, recipe_name: str, loop_value: Any, loop_index: Any):
         self.fetch, self.recipe_name = fetch, recipe_name
@@ -277,7 +337,9 @@ def resolve(*, recipe: Any, loaded: Any, step_path: tuple, recipe_params: dict, 
         if label not in level.steps:
             raise RecipeError(f"{where}: no step '{label}' (steps: {', '.join(level.steps)})")
         labels = list(level.steps)
-        steps_ns = {lbl: walker.sibling_params(level, prefix, lbl, depth) for lbl in labels[:labels.index(label)]}
+        steps_ns = {lbl: LazyParams(lambda lbl=lbl, level=level, prefix=prefix, depth=depth:
+                                    walker.sibling_params(level, prefix, lbl, depth))
+                    for lbl in labels[:labels.index(label)]}
         for key, value in _alias_outputs(level, steps_ns).items():
             rparams.setdefault(key, value)
         step = level.steps[label]
