@@ -219,7 +219,9 @@ class LazyParams(dict):
     A step's formulas usually name one or two earlier steps (``previous``, ``steps.<label>``), so
     fetching every earlier sibling up front made each task cost one XCom request per earlier step.
     A ``dict`` subclass: every read goes through :meth:`_fill` first, and because ``__iter__`` is
-    overridden, ``dict(x)``/``{**x}``/JSON/pickle copy through ``keys()`` and ``[]`` as well.
+    overridden, ``dict(x)``/``{**x}``/pickle copy through ``keys()`` and ``[]`` as well. Only C code
+    reading the dict's size directly (``json.dumps``) sees an unloaded one as empty: what leaves the
+    resolver goes through :func:`plain` first.
     """
 
     __slots__ = ("_load",)
