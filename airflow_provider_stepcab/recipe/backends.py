@@ -17,6 +17,7 @@ as raw mappings in :attr:`BackendOptions.extras`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from typing import Any, Dict, List, Optional, Union
 
@@ -166,8 +167,7 @@ class _Parser:
         if not isinstance(node, dict):
             self.error(loc, key_path, f"expected a mapping, got {_vname(node)}")
             return obj
-        hints = typing.get_type_hints(cls)
-        fields = {f.name: f for f in dataclasses.fields(cls)}
+        hints, fields = _schema_of(cls)
         for key, value in node.items():
             kpath = f"{key_path}.{key}" if key_path else str(key)
             kloc = loc_of(node, key)
@@ -256,6 +256,12 @@ def effective_backend(config_tree: Any, recipe_chain: Any = (), cab: Any = None,
     layers.append(override)
     merged = merge_backend_layers(*layers)
     return parse_backend_options(merged, None, "backend", problems, strict), merged
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_of(cls: type) -> tuple[dict, dict]:
+    """``(type hints, fields by name)`` of an options dataclass (``get_type_hints`` is slow)."""
+    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls)}
 
 
 def _backend_of(obj: Any) -> Any:

@@ -165,6 +165,9 @@ def _kind(value: Any) -> str:
 
 _PARSED: dict[str, tuple[bytes, Any, list]] = {}
 _PARSED_MAX = 512
+#: files whose text has ``_requires``/``_contingent`` (only those need :func:`check_requirements`)
+_REQUIRING: set[str] = set()
+_REQUIREMENT_MARKERS = (b"_requires", b"_contingent")
 
 
 def _parse_uncached(path: str, text: str | None) -> tuple[Any, list]:
@@ -193,6 +196,10 @@ def parse_file(path: str) -> tuple[Any, list]:
         text = data.decode("utf-8")
     except (OSError, UnicodeError):
         return _parse_uncached(path, None)  # the loader reports it with file and reason
+    if any(marker in data for marker in _REQUIREMENT_MARKERS):
+        _REQUIRING.add(path)
+    else:
+        _REQUIRING.discard(path)
     digest = hashlib.sha256(data).digest()
     hit = _PARSED.get(path)
     if hit is not None and hit[0] == digest:
@@ -254,6 +261,43 @@ def _document_path(spec: str) -> str:
     return os.path.abspath(os.path.expanduser(spec))
 
 
+#: (stat of the files read) -> (system config, files, problems); see :func:`shared_system_config`
+_SYSTEM: dict[tuple, tuple[Any, list, list]] = {}
+
+
+def _stat_key(files: Iterable[str]) -> tuple:
+    out = []
+    for f in files:
+        try:
+            st = os.stat(f)
+            out.append((f, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((f, None, None))
+    return tuple(out)
+
+
+def shared_system_config(session: _Session) -> CMap:
+    """:func:`system_config`, built once per process while cult-cargo's files are unchanged.
+
+    The returned tree is shared (read-only): :func:`load_documents` only reads it and copies what it
+    keeps. The files it read and its problems are added to ``session`` as if it had been loaded.
+    """
+    for (key, (conf, files, problems)) in list(_SYSTEM.items()):
+        if _stat_key(files) == key:
+            break
+    else:
+        own = _Session(session.include_dirs, session.resolver.strict)
+        conf = system_config(own)
+        files, problems = list(own.files), list(own.problems)
+        _SYSTEM.clear()
+        _SYSTEM[_stat_key(files)] = (conf, files, problems)
+    for f in files:
+        if f not in session.files:
+            session.files.append(f)
+    session.problems.extend(problems)
+    return conf
+
+
 def system_config(session: _Session) -> CMap:
     """Built-in defaults merged with cult-cargo's ``stimela.conf`` when installed."""
     conf = load_yaml_text(DEFAULTS_YAML, DEFAULTS_FILE)
@@ -285,7 +329,7 @@ def load_documents(paths: Iterable[str] | str, *, include_dirs: Iterable[str] = 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     session = _Session(include_dirs, strict)
-    sysconf = system_config(session)
+    sysconf = shared_system_config(session)
     opts_include = (sysconf.get("opts") or {}).get("include") or []
     if opts_include:
         session.resolver.search_path += [str(p) for p in opts_include]
@@ -306,10 +350,22 @@ def load_documents(paths: Iterable[str] | str, *, include_dirs: Iterable[str] = 
             recipe_file[key] = path
         full = merge(full, conf)
 
-    check_requirements(full, [sysconf], session.problems)
+    if any(f in _REQUIRING for f in session.files):
+        check_requirements(full, [sysconf], session.problems)
 
-    tree = copy_tree(sysconf)
-    recipes = tree["lib"].setdefault("recipes", CMap())
+    # the system config is shared: a shallow layer whose lib.recipes gets the file's recipes;
+    # merge() below deep-copies everything it keeps
+    tree = CMap(sysconf, loc=sysconf.loc)
+    tree.key_locs = dict(sysconf.key_locs)
+    lib = sysconf.get("lib")
+    tree["lib"] = CMap(lib, loc=lib.loc) if isinstance(lib, CMap) else CMap()
+    if isinstance(lib, CMap):
+        tree["lib"].key_locs = dict(lib.key_locs)
+    old_recipes = tree["lib"].get("recipes")
+    recipes = CMap(old_recipes, loc=old_recipes.loc) if isinstance(old_recipes, CMap) else CMap()
+    if isinstance(old_recipes, CMap):
+        recipes.key_locs = dict(old_recipes.key_locs)
+    tree["lib"]["recipes"] = recipes
     update = CMap(loc=full.loc)
     names: list[str] = []
     default = None
