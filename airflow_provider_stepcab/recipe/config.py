@@ -183,12 +183,13 @@ def _parse_uncached(path: str, text: str | None) -> tuple[Any, list]:
     return tree, list(problems)
 
 
-def parse_file(path: str) -> tuple[Any, list]:
+def parse_file(path: str, *, share: bool = True) -> tuple[Any, list]:
     """``(tree, problems)`` of one file: parsed and ``${...}``-interpolated (``None`` if unreadable).
 
     Cached for the whole process by path and content digest, because the same includes (a shared
     cab library, cult-cargo's ``stimela.conf``) are read once per recipe file, and the DAG factory
-    loads every recipe file of a folder. The returned tree is shared: callers copy it.
+    loads every recipe file of a folder. The returned tree is shared: callers copy it. With
+    ``share=False`` the tree is parsed afresh, not cached, and belongs to the caller.
     """
     try:
         with open(path, "rb") as fh:
@@ -200,6 +201,8 @@ def parse_file(path: str) -> tuple[Any, list]:
         _REQUIRING.add(path)
     else:
         _REQUIRING.discard(path)
+    if not share:
+        return _parse_uncached(path, text)
     digest = hashlib.sha256(data).digest()
     hit = _PARSED.get(path)
     if hit is not None and hit[0] == digest:
@@ -211,36 +214,67 @@ def parse_file(path: str) -> tuple[Any, list]:
     return tree, list(problems)
 
 
+#: resolved included files, shared by the loads of one process (a cab library included by every
+#: recipe file of a folder is parsed and resolved once): key -> (tree, stat key of the files read)
+_INCLUDED: dict[tuple, tuple[Any, tuple]] = {}
+_INCLUDED_MAX = 256
+
+
 class _Session:
     """One load: file cache, problems, files read."""
 
     def __init__(self, include_dirs: Iterable[str], strict: bool):
         self.problems = Problems()
         self.files: list[str] = []
+        self.reads: list[str] = []      # every parse, in order (repeats included)
         self._cache: dict[str, Any] = {}
         self.include_dirs = list(include_dirs)
         self.resolver = Resolver(self._load_included, self.problems,
                                  default_search_path(self.include_dirs), strict)
 
-    def parse(self, path: str) -> Any:
-        """Parsed and interpolated content of ``path`` (a private copy), ``None`` if unreadable."""
+    def _read(self, path: str) -> None:
+        self.reads.append(path)
+        if path not in self.files:
+            self.files.append(path)
+
+    def parse(self, path: str, *, private: bool = False) -> Any:
+        """Parsed and interpolated content of ``path`` (a private copy), ``None`` if unreadable.
+
+        ``private``: a file read once per load (the top-level document) is parsed afresh instead of
+        being copied out of the process-wide parse cache.
+        """
+        self._read(path)
+        if private and path not in self._cache:
+            tree, problems = parse_file(path, share=False)
+            self.problems.extend(problems)
+            return tree
         if path not in self._cache:
-            if path not in self.files:
-                self.files.append(path)
             tree, problems = parse_file(path)
             self.problems.extend(problems)
             self._cache[path] = tree
         return copy_tree(self._cache[path])
 
     def _load_included(self, path: str, location: str, stack: list) -> Any:
+        key = (path, location, tuple(self.resolver.search_path), self.resolver.strict)
+        hit = _INCLUDED.get(key)
+        if hit is not None and not any(f in stack for f, _, _ in hit[1]) and _stat_key(f for f, _, _ in hit[1]) == hit[1]:
+            for f, _, _ in hit[1]:
+                self._read(f)
+            return copy_tree(hit[0])
+        first_read, first_problem = len(self.reads), len(self.problems.items)
         tree = self.parse(path)
         if not isinstance(tree, dict):
             return tree
-        return self.resolver.resolve(tree, pathname=path, location=location, use_sources=None,
+        tree = self.resolver.resolve(tree, pathname=path, location=location, use_sources=None,
                                      stack=list(stack) + [path])
+        if len(self.problems.items) == first_problem:  # only clean results: problems depend on context
+            if len(_INCLUDED) >= _INCLUDED_MAX:
+                _INCLUDED.pop(next(iter(_INCLUDED)))
+            _INCLUDED[key] = (copy_tree(tree), _stat_key(dict.fromkeys(self.reads[first_read:])))
+        return tree
 
     def load_top(self, path: str, sources: list) -> CMap | None:
-        tree = self.parse(path)
+        tree = self.parse(path, private=True)
         if tree is None:
             return None
         if not isinstance(tree, dict):
