@@ -382,7 +382,7 @@ def load_documents(paths: Iterable[str] | str, *, include_dirs: Iterable[str] = 
             continue
         for key in conf:
             recipe_file[key] = path
-        full = merge(full, conf)
+        full = merge(full, conf, own_base=True, own_override=True)
 
     if any(f in _REQUIRING for f in session.files):
         check_requirements(full, [sysconf], session.problems)
@@ -421,7 +421,7 @@ def load_documents(paths: Iterable[str] | str, *, include_dirs: Iterable[str] = 
             if isinstance(recipes, CMap):
                 recipes.key_locs[name] = loc
             names.append(name)
-    tree = merge(tree, update)
+    tree = merge(tree, update, own_override=True)  # the system config part is shared: copied
     return LoadedConfig(tree=tree, recipe_names=names, default=default, files=list(session.files),
                         problems=session.problems,
                         recipe_file={n: recipe_file[n] for n in names if n in recipe_file})

@@ -228,7 +228,9 @@ class Resolver:
                 post = self._includes(conf, "_include_post", pathname, location, stack)
                 if pre is None and post is None:
                     break
-                conf = merge(merge(pre or CMap(loc=conf.loc), conf), post)
+                # conf, pre and post are this load's private trees: merged without copies
+                conf = merge(merge(pre or CMap(loc=conf.loc), conf, own_base=True, own_override=True), post,
+                             own_base=True, own_override=True)
                 if top and use_sources is not None:
                     use_sources[0] = conf
             else:
@@ -238,10 +240,10 @@ class Resolver:
             if use_sources is not None:
                 base = self._uses(conf, "_use", pathname, location, use_sources, stack, use_stack)
                 if base is not None:
-                    conf = merge(base, conf)
+                    conf = merge(base, conf, own_base=True, own_override=True)
                 post = self._uses(conf, "_use_post", pathname, location, use_sources, stack, use_stack)
                 if post is not None:
-                    conf = merge(conf, post)
+                    conf = merge(conf, post, own_base=True, own_override=True)
                 if top:
                     use_sources[0] = conf
                 for kw in ("_scrub", "_scrub_post"):
@@ -307,7 +309,7 @@ class Resolver:
                 self.problems.error(loc, key, f"cannot include '{spec}': {path} does not contain a mapping",
                                     code="bad-include")
                 continue
-            accum = merge(accum, incl)
+            accum = merge(accum, incl, own_base=True, own_override=True)
         if scrubs is not None:
             for err in scrub(accum, scrubs):
                 self.problems.error(sloc, _sub(location, scrub_kw), f"cannot scrub: {err}", code="scrub")
@@ -349,7 +351,7 @@ class Resolver:
             section = merge(CMap(loc=section.loc), section)  # a private copy
             section = self.resolve(section, pathname=pathname, location=key, use_sources=sources,
                                    stack=stack, use_stack=use_stack + (name,))
-            base = section if base is None else merge(base, section)
+            base = section if base is None else merge(base, section, own_base=True, own_override=True)
         if base is not None and scrubs is not None:
             for err in scrub(base, scrubs):
                 self.problems.error(sloc, _sub(location, scrub_kw), f"cannot scrub: {err}", code="scrub")

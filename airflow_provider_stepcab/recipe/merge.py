@@ -34,7 +34,7 @@ def _key_loc(node: Any, key: Any) -> Loc:
     return _loc(node)
 
 
-def merge(base: Any, override: Any) -> Any:
+def merge(base: Any, override: Any, *, own_base: bool = False, own_override: bool = False) -> Any:
     """Merge ``override`` onto ``base`` and return a new tree (inputs are not changed).
 
     Both sides mappings: a new :class:`CMap` holding the keys of ``base`` (in their
@@ -45,28 +45,32 @@ def merge(base: Any, override: Any) -> Any:
 
     :param base: the lower-priority tree.
     :param override: the higher-priority tree.
+    :param own_base: the caller gives ``base`` away (never uses it again): its subtrees are
+        reused in the result instead of copied. Loading merges freshly parsed private trees
+        several times per file; copying them each time was most of a cold parse.
+    :param own_override: the same for ``override``.
     :returns: the merged tree; its own location is the override's when known.
     """
     if override is None:
-        return copy_tree(base)
+        return base if own_base else copy_tree(base)
     if not (isinstance(base, dict) and isinstance(override, dict)):
-        return copy_tree(override)
+        return override if own_override else copy_tree(override)
     oloc = _loc(override)
     out = CMap(loc=oloc if oloc != UNKNOWN_LOC else _loc(base))
     for key, value in base.items():
         if key in override and not (override[key] == MISSING and isinstance(override[key], str)):
             new = override[key]
             if isinstance(value, dict) and isinstance(new, dict):
-                out[key] = merge(value, new)
+                out[key] = merge(value, new, own_base=own_base, own_override=own_override)
             else:
-                out[key] = copy_tree(new)
+                out[key] = new if own_override else copy_tree(new)
             out.key_locs[key] = _key_loc(override, key)
         else:
-            out[key] = copy_tree(value)
+            out[key] = value if own_base else copy_tree(value)
             out.key_locs[key] = _key_loc(base, key)
     for key, value in override.items():
         if key not in base:
-            out[key] = copy_tree(value)
+            out[key] = value if own_override else copy_tree(value)
             out.key_locs[key] = _key_loc(override, key)
     return out
 
