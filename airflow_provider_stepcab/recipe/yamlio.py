@@ -177,6 +177,9 @@ def _resolve_cached(self: Any, kind: Any, value: Any, implicit: Any) -> str:
 _OmegaConfResolver.resolve = _resolve_cached  # type: ignore[method-assign]
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
 def _make_loader(filename: str) -> type:
     class _Loader(_OmegaConfResolver):  # type: ignore[misc, valid-type]
         pass
@@ -188,7 +191,10 @@ def _make_loader(filename: str) -> type:
         loader.flatten_mapping(node)
         m = CMap(loc=_loc(node))
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            # fast path for the commonest node, a plain string (PyYAML's generic dispatch per scalar
+            # was a large part of loading a big recipe)
+            key = key_node.value if key_node.tag == _STR_TAG and type(key_node) is yaml.ScalarNode \
+                else loader.construct_object(key_node, deep=True)
             try:
                 hash(key)
             except TypeError:
@@ -199,7 +205,8 @@ def _make_loader(filename: str) -> type:
                 raise yaml.constructor.ConstructorError(
                     "while constructing a mapping", node.start_mark,
                     f"found duplicate key {key!r}", key_node.start_mark)
-            m[key] = loader.construct_object(value_node, deep=True)
+            m[key] = value_node.value if value_node.tag == _STR_TAG and type(value_node) is yaml.ScalarNode \
+                else loader.construct_object(value_node, deep=True)
             m.key_locs[key] = _loc(key_node)
         return m
 
