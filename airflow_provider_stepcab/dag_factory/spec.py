@@ -21,9 +21,11 @@ where a problem is the tuple ``(file, line, key, message, severity, code)``
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import threading
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from airflow_provider_stepcab.recipe import diskcache
 
@@ -44,11 +46,30 @@ def to_problems(items: list) -> list:
     return [Problem(Loc(f, line), key, msg, severity, code) for f, line, key, msg, severity, code in items]
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Loading builds large acyclic trees: with Airflow's ~200k objects in the heap every automatic
+    full collection meanwhile costs ~0.1 s. Objects are still freed by reference counting; the
+    cyclic collector resumes afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def compile_file(file: str, operator_class: Any = None) -> tuple[dict, list[str], bool]:
     """Load and compile every DAG of ``file``.
 
     :return: ``(file spec, files read, cacheable)``; not cacheable after an internal error.
     """
+    with _gc_paused():
+        return _compile_file(file, operator_class)
+
+
+def _compile_file(file: str, operator_class: Any) -> tuple[dict, list[str], bool]:
     from airflow_provider_stepcab.dag_factory.builder import compile_dag
     from airflow_provider_stepcab.dag_factory.discovery import choose_recipes
     from airflow_provider_stepcab.dag_factory.naming import dag_id_for

@@ -67,20 +67,22 @@ _digest = diskcache.digest
 
 
 def _cached(key: Any, make: Callable[[], tuple[Any, Iterable[str]]], *, persist: bool = True) -> Any:
-    """``make()`` once per key while the files it read are unchanged: in memory, then (with
-    ``persist``) in the persistent :mod:`.diskcache` (a fresh dag-processor / task process finds
-    it there)."""
+    """``make()`` once per key while the files it read are unchanged: in memory, then in the
+    persistent :mod:`.diskcache` (a fresh dag-processor / task process finds it there). Without
+    ``persist`` (a caller with its own cache) nothing is kept: a parse of a folder of recipes must
+    not hold every recipe model in memory until it ends."""
     with _lock:
         hit = _cache.get(key)
         if hit is not None and all(_digest(f) == d for f, d in hit[0].items()):
             _cache.move_to_end(key)
             return hit[1]
-    found, value, digests = diskcache.get(key) if persist else (False, None, {})
+    if not persist:  # the caller caches its own result (the DAG factory): keep nothing
+        return make()[0]
+    found, value, digests = diskcache.get(key)
     if not found:
         value, files = make()
         digests = {f: _digest(f) for f in files}
-        if persist:
-            diskcache.put(key, value, digests)
+        diskcache.put(key, value, digests)
     with _lock:
         _cache[key] = (digests, value)
         _cache.move_to_end(key)
@@ -233,8 +235,8 @@ def load_file(path: str, *, strict: bool = False, include_dirs: Sequence[str] = 
               persist: bool = True) -> FileResult:
     """Load one file and build every top-level recipe in it (see :func:`load_all`).
 
-    :param persist: also use the persistent cache (the DAG factory caches its own, smaller result
-        instead: :mod:`~airflow_provider_stepcab.dag_factory.spec`).
+    :param persist: use the caches (the DAG factory caches its own, smaller result instead:
+        :mod:`~airflow_provider_stepcab.dag_factory.spec`); ``False`` loads afresh and keeps nothing.
     """
     key = ("file", os.path.abspath(path), strict, tuple(include_dirs), _env_key())
 
