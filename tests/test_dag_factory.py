@@ -226,3 +226,17 @@ def test_on_error_raise_lists_file_and_line():
     with pytest.raises(RecipeImportError) as info:
         build_dags(files=[str(FOLDER / "bad_cab.yml"), str(FOLDER / "multi.yml")], on_error="raise")
     assert f"{FOLDER / 'bad_cab.yml'}:8:" in str(info.value)
+
+
+def test_only_steps_with_file_outputs_declare_an_asset_alias(tmp_path):
+    """An AssetAlias outlet costs Airflow work at the end of every task: only steps that can emit
+    File/Directory/MS assets declare one."""
+    (tmp_path / "assets.yml").write_text(
+        "cabs:\n"
+        "  touch: {command: touch, outputs: {out: {dtype: File, policies: {positional: true}}}}\n"
+        "  say: {command: echo, inputs: {text: {dtype: str, policies: {positional: true}}},\n"
+        "        outputs: {n: {dtype: int, implicit: 1}}}\n"
+        "assets:\n  steps:\n    make: {cab: touch, params: {out: x.txt}}\n    tell: {cab: say, params: {text: hi}}\n")
+    dag = build_dags(folders=[str(tmp_path)])["assets"]
+    outlets = {t.task_id: [type(o).__name__ for o in t.outlets] for t in dag.tasks}
+    assert outlets == {"make": ["AssetAlias"], "tell": []}

@@ -129,6 +129,14 @@ def class_path(cls: Any) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+def _has_file_outputs(step: Any) -> bool:
+    """True when the step's cab has a File/Directory/MS output (emitted as an Asset at run time)."""
+    from airflow_provider_stepcab.operators.checks import is_file
+
+    outputs = getattr(step.cab, "outputs", None) or {}
+    return any(is_file(p) for p in outputs.values())
+
+
 class _Compiler:
     """Emits the plain-data spec of one DAG (:mod:`.materialize` documents its shape)."""
 
@@ -153,6 +161,8 @@ class _Compiler:
         kwargs.update(_task_settings(self.settings, path))
         if in_loop:
             kwargs["max_active_tis_per_dagrun"] = scatter
+        if not _has_file_outputs(step):
+            kwargs["asset_outputs"] = False
         cls, mechanism = self._class_for(chain, step)
         if mechanism == "slurm" and self.settings.retries is None and "retries" not in kwargs:
             # A retry of a Slurm step re-attaches to its job instead of submitting again, so one

@@ -102,6 +102,9 @@ class StepcabBaseOperator(BaseOperator):
     :param backend: parse-time backend preference (name or ``select`` list); a trigger-time
         ``conf.steps.<step>.backend`` wins over it.
     :param loop_value: the ``for_loop`` value of this (mapped) task, for steps inside a looping recipe.
+    :param asset_outputs: ``False`` when the step's cab has no File/Directory/MS output: the task
+        then declares no :class:`AssetAlias` outlet (the DAG factory decides; an outlet costs
+        Airflow work at the end of every task even when it carries no event).
     """
 
     template_fields: Sequence[str] = ()
@@ -110,7 +113,7 @@ class StepcabBaseOperator(BaseOperator):
     mechanism: str = ""
 
     def __init__(self, *, recipe_file: str, recipe_name: str, step_path: Sequence[str],
-                 backend: Any = None, loop_value: Any = None, **kwargs: Any) -> None:
+                 backend: Any = None, loop_value: Any = None, asset_outputs: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("trigger_rule", "none_failed")
         super().__init__(**kwargs)
         self.recipe_file = str(recipe_file)
@@ -120,7 +123,7 @@ class StepcabBaseOperator(BaseOperator):
         self.loop_value = loop_value
         #: the runtime runner of the step while it runs (set by the backend runner; see on_kill)
         self._runner: Any = None
-        if not self.outlets:
+        if asset_outputs and not self.outlets:
             dag_id = self.dag.dag_id if getattr(self, "has_dag", lambda: False)() else recipe_name
             self.outlets = [AssetAlias(name=asset_alias_name(dag_id, self.task_id))]
 
