@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -32,6 +33,7 @@ import report  # noqa: E402
 import workload  # noqa: E402
 
 REPO = os.path.dirname(HERE)
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d")
 QUICK_SHAPES = [(1, 10), (10, 10), (1, 100)]
 
 
@@ -129,7 +131,9 @@ def run_slurm(args: argparse.Namespace, work: str) -> dict | None:
                           text=True, capture_output=True, timeout=args.timeout * 4)
     if proc.returncode != 0:
         return {"error": f"exit {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}"}
-    return {"table": proc.stdout.strip()}
+    # keep the report, not the log lines the SSH hooks print on stdout
+    lines = [ln for ln in proc.stdout.splitlines() if not _LOG_LINE.match(ln)]
+    return {"table": "\n".join(lines).strip()}
 
 
 def main(argv: list | None = None) -> int:
