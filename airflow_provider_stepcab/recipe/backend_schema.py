@@ -19,12 +19,14 @@ def _choices(*values: str) -> dict:
 
 @dataclass
 class NativeOptions:
+    """``backend.native``: how a step runs as a local process."""
     enable: bool = True
     virtual_env: Optional[str] = None
 
 
 @dataclass
 class BindDir:
+    """One entry of ``singularity.bind_dirs``: a host path bound into the container."""
     host: Optional[str] = None
     target: Optional[str] = None
     mode: str = field(default="rw", metadata=_choices("rw", "ro"))
@@ -34,6 +36,7 @@ class BindDir:
 
 @dataclass
 class SingularityOptions:
+    """``backend.singularity``: image building and ``exec`` settings."""
     enable: bool = True
     image_dir: str = os.path.expanduser("~/.singularity")
     auto_build: bool = True
@@ -85,12 +88,14 @@ class PodmanOptions:
 
 @dataclass
 class PodLimits:
+    """A resource request or limit (``memory``/``cpu``) of a pod."""
     request: Optional[str] = None
     limit: Optional[str] = None
 
 
 @dataclass
 class KubePodSpec:
+    """A pod's type (node selection), memory/CPU requests and limits and custom spec (``job_pod`` etc.)."""
     type: Optional[str] = None
     memory: PodLimits = field(default_factory=PodLimits)
     cpu: PodLimits = field(default_factory=PodLimits)
@@ -102,6 +107,7 @@ _EXIST = _choices("must_exist", "allow_reuse", "recreate", "cant_exist")
 
 @dataclass
 class KubeVolume:
+    """One entry of ``kube.volumes``: a persistent volume claim mounted into pods."""
     name: Optional[str] = None
     capacity: Optional[str] = None
     storage_class_name: Optional[str] = None
@@ -119,6 +125,7 @@ class KubeVolume:
 
 @dataclass
 class DaskCluster:
+    """``kube.dask_cluster``: Stimela's Dask cluster settings (parsed, not acted on here)."""
     enable: bool = False
     capture_logs: bool = True
     capture_logs_style: Optional[str] = "blue"
@@ -133,6 +140,7 @@ class DaskCluster:
 
 @dataclass
 class KubeDebug:
+    """``kube.debug``: verbosity and pod-keeping switches for troubleshooting."""
     verbose: int = 0
     pause_on_start: bool = False
     pause_on_cleanup: bool = False
@@ -146,6 +154,7 @@ class KubeDebug:
 
 @dataclass
 class KubeUser:
+    """``kube.user``: the identity (name, uid/gid, home) a pod runs as."""
     name: Optional[str] = None
     group: Optional[str] = None
     uid: Optional[int] = None
@@ -158,11 +167,13 @@ class KubeUser:
 
 @dataclass
 class KubeOnExit:
+    """``kube.infrastructure.on_exit``: clean up the session's pods at the end."""
     cleanup_pods: bool = True
 
 
 @dataclass
 class KubeOnStartup:
+    """``kube.infrastructure.on_startup``: report/clean up leftover pods and PVCs at the start."""
     report_pods: bool = True
     cleanup_pods: bool = True
     report_pvcs: bool = True
@@ -171,12 +182,14 @@ class KubeOnStartup:
 
 @dataclass
 class KubeInfrastructure:
+    """``kube.infrastructure``: start-up and exit housekeeping of pods and PVCs."""
     on_exit: KubeOnExit = field(default_factory=KubeOnExit)
     on_startup: KubeOnStartup = field(default_factory=KubeOnStartup)
 
 
 @dataclass
 class KubeOptions:
+    """``backend.kube``: running steps as Kubernetes pods."""
     enable: bool = True
     infrastructure: KubeInfrastructure = field(default_factory=KubeInfrastructure)
     context: Optional[str] = None
@@ -199,6 +212,7 @@ class KubeOptions:
 
 @dataclass
 class SlurmOptions:
+    """``backend.slurm``: wrapping a step's command in an sbatch job."""
     enable: bool = False
     srun_path: Optional[str] = None
     srun_opts: Dict[str, str] = field(default_factory=dict)

@@ -67,33 +67,39 @@ class FormulaSyntaxError(FormulaError):
 
 @dataclass(frozen=True)
 class Const:
+    """A literal (number, boolean, ``None``)."""
     value: Any
     pos: int = 0
 
 
 @dataclass(frozen=True)
 class Str:
+    """A quoted string."""
     text: str
     pos: int = 0
 
 
 @dataclass(frozen=True)
 class Unset:
+    """``UNSET``: the value that removes a parameter."""
     pos: int = 0
 
 
 @dataclass(frozen=True)
 class Empty:
+    """``EMPTY``: the empty string."""
     pos: int = 0
 
 
 @dataclass(frozen=True)
 class SelfRef:
+    """``SELF``: the parameter's own current value."""
     pos: int = 0
 
 
 @dataclass(frozen=True)
 class Lookup:
+    """A dotted name such as ``recipe.ms`` or ``previous.out``."""
     parts: tuple
     pos: int = 0
 
@@ -104,6 +110,7 @@ class Lookup:
 
 @dataclass(frozen=True)
 class Index:
+    """``base[index]``."""
     base: Any
     index: Any
     pos: int = 0
@@ -111,6 +118,7 @@ class Index:
 
 @dataclass(frozen=True)
 class Unary:
+    """A unary operator (``not``, ``-``, ``+``) and its operand."""
     op: str
     operand: Any
     pos: int = 0
@@ -118,6 +126,7 @@ class Unary:
 
 @dataclass(frozen=True)
 class Binary:
+    """A binary operator and its operands."""
     op: str
     left: Any
     right: Any
@@ -126,6 +135,7 @@ class Binary:
 
 @dataclass(frozen=True)
 class Call:
+    """A function call such as ``IFSET(x)``."""
     name: str
     args: tuple
     pos: int = 0

@@ -73,6 +73,7 @@ class Policies:
 
 @dataclass
 class PathPolicies:
+    """How a File/Directory parameter's path is checked and prepared (``path_policies``)."""
     mkdir_parent: Optional[bool] = None
     access_parent: Optional[bool] = None
     write_parent: Optional[bool] = None
@@ -141,6 +142,7 @@ class ImageSpec:
 
 @dataclass
 class Management:
+    """A cab's ``management`` section: environment, cleanup and wranglers."""
     environment: dict = field(default_factory=dict)
     cleanup: dict = field(default_factory=dict)
     wranglers: dict = field(default_factory=dict)
@@ -148,6 +150,7 @@ class Management:
 
 @dataclass
 class Cab:
+    """A tool: its command, flavour, image, typed inputs/outputs and command-line policies."""
     name: str
     command: str
     info: str = ""
@@ -175,6 +178,7 @@ class Cab:
 
 @dataclass
 class ForLoop:
+    """A recipe's ``for_loop``: the loop variable, what it runs over and ``scatter``."""
     var: str
     over: Any  # a literal list or the name of an input
     scatter: int = 0
@@ -185,6 +189,7 @@ class ForLoop:
 
 @dataclass
 class Step:
+    """One step of a recipe: a cab or a nested recipe, its params and run conditions."""
     label: str
     cab: Optional[Cab] = None
     recipe: Optional["Recipe"] = None
@@ -210,6 +215,7 @@ class Step:
 
 @dataclass
 class Recipe:
+    """A recipe: inputs/outputs, ordered steps, aliases, assignments and an optional loop."""
     name: str
     info: str = ""
     inputs: dict = field(default_factory=dict)
