@@ -260,7 +260,7 @@ def test_retry_after_worker_death_reattaches(hook, slurm_cluster, tmp_path):  # 
     assert second.value.trigger.job_id == first.value.trigger.job_id
     event = asyncio.run(first_event(second.value.trigger))
     assert event["status"] == "success"
-    assert op2.execute_complete(ctx2, event) == {}
+    assert op2.execute_complete(ctx2, event) is None  # success; the cab has no outputs: no return_value
     names = ",".join(sorted({job1["job_name"], op2_name(ctx2)}))
     _, acct, _ = hook.run(f"sacct -X -n -P --name={names} --starttime=now-1hour --format=JobIDRaw,State")
     assert [line.split("|")[0] for line in acct.split()] == [job1["job_id"]]   # one job for both tries
