@@ -15,8 +15,24 @@ from airflow_provider_stepcab.recipe.config import load_documents
 from airflow_provider_stepcab.recipe.directives import package_dir
 from airflow_provider_stepcab.recipe.yamlio import load_yaml_file, to_plain
 
+from airflow_harness import in_ci
+
 CORPUS = Path(os.environ.get("STEPCAB_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus")
 CULTCARGO = Path(package_dir("cultcargo"))
+
+
+def _need_corpus() -> None:
+    """Skip without ``../shared/corpus`` locally; on CI (which has it) its absence is a failure."""
+    if not CORPUS.is_dir():
+        if in_ci():
+            pytest.fail(f"shared corpus missing on CI: {CORPUS}")
+        pytest.skip(f"shared corpus not available at {CORPUS} (set STEPCAB_CORPUS)")
+
+
+def test_corpus_is_there():
+    """The parametrised corpus tests below collect nothing without the corpus: say so."""
+    _need_corpus()
+    assert _yaml_files(CORPUS), f"no YAML files under {CORPUS}"
 
 
 def _yaml_files(root: Path) -> list[str]:
@@ -63,8 +79,7 @@ def test_corpus_file_loads(name):
 
 
 def test_corpus_details():
-    if not CORPUS.is_dir():
-        pytest.skip("shared corpus not available")
+    _need_corpus()
     tart = load_documents([str(CORPUS / "tart-stimela-run" / "tart_dl.yaml")])
     cabs = to_plain(tart.tree["cabs"])
     assert cabs["casa.listobs"]["image"] == {"registry": "quay.io/stimela2", "version": "cc0.2.1", "name": "casa"}
