@@ -72,8 +72,9 @@ def parse_table(result: dict) -> list[str]:
                 if s["errors"] or s["import_errors"]:
                     notes.append(f"- {shape} {c} {m}: {len(s['errors'])} failed run(s); import errors: "
                                  f"{list(s['import_errors'])[:3]} {(s['errors'] or [''])[0][:200]}")
-    return rows + ([""] + notes if notes else []) + ["", f"Times in {metric}: median of {result['reps']} run(s) of "
-                                                     "DagBag + serialisation of every DAG file (dag-processor work)."]
+    return rows + ([""] + notes if notes else []) + ["", f"Times in {metric}: median of {result['reps']} cold run(s) and of the warm runs "
+                                                     f"({result['reps']} x 5 for folders of up to 100 tasks, else {result['reps']}) "
+                                                     "of DagBag + serialisation of every DAG file (dag-processor work)."]
 
 
 def markdown(result: dict) -> str:

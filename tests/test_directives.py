@@ -375,6 +375,13 @@ def test_interpolation_is_per_file(tmp_path):
     assert err.startswith(f"{tmp_path / 'inc.yml'}:1: vars.v: interpolation key 'vars.only_in_main' not found")
 
 
+def test_files_are_interpolated_even_when_the_text_hides_the_dollar(tmp_path):
+    # loading skips the interpolation walk for text without "${"; a YAML escape can still make one
+    main = write(tmp_path, "main.yml", 'vars: {x: 7, y: "\\x24{vars.x}", w: plain}\n')
+    cfg = load_documents([main])
+    assert (cfg.tree["vars"]["y"], cfg.tree["vars"]["w"]) == (7, "plain")
+
+
 def test_recursive_interpolation():
     _, probs = interp("a: ${b}\nb: ${a}\n", "f.yml")
     assert probs and "recursive interpolation" in probs[0]

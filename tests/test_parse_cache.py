@@ -32,8 +32,7 @@ PARSE = textwrap.dedent('''
     print("RESULT " + json.dumps({
         "dags": {k: DagSerialization.to_dict(d) for k, d in sorted(bag.dags.items())},
         "errors": {str(k): str(v) for k, v in bag.import_errors.items()},
-        "recipe_layer": sorted(m for m in sys.modules if m.startswith("airflow_provider_stepcab.recipe.")
-                               and m != "airflow_provider_stepcab.recipe.diskcache"),
+        "recipe_layer": sorted(m for m in sys.modules if m.split(".")[:2] == ["airflow_provider_stepcab", "recipe"]),
     }, default=str, sort_keys=True))
 ''')
 
@@ -99,4 +98,5 @@ def test_a_broken_recipe_stays_reported_on_warm_parses(folder, tmp_path):
         [(path, message)] = [(k, v) for k, v in result["errors"].items()]
         assert path.endswith("broken.yml") and "nope" in message and "broken.yml:4" in message, message
     # only the Problem class, to format the errors: no loading, no validation
-    assert warm["recipe_layer"] == ["airflow_provider_stepcab.recipe.errors"]
+    assert warm["recipe_layer"] == ["airflow_provider_stepcab.recipe", "airflow_provider_stepcab.recipe.errors",
+                                    "airflow_provider_stepcab.recipe.records"]

@@ -18,11 +18,19 @@ import logging
 import os
 from typing import Any, Iterable, Optional
 
-from airflow_provider_stepcab.dag_factory.errors import RecipeImportError, raise_broken, report_broken, report_warnings
-
 __all__ = ["build_dags", "build_recipe_dag", "RecipeImportError"]
 
 log = logging.getLogger("airflow_provider_stepcab.dag_factory")
+
+
+def __getattr__(name: str) -> Any:
+    # RecipeImportError lives in .errors, imported only when something is broken (warm parses of
+    # good recipes never need it)
+    if name == "RecipeImportError":
+        from airflow_provider_stepcab.dag_factory.errors import RecipeImportError
+
+        return RecipeImportError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _wanted_dag_id() -> Optional[str]:
@@ -53,6 +61,8 @@ def _build_file(file: str, operator_class: Any, wanted: Optional[str], dags: dic
 
     fspec = file_spec(file, operator_class)
     if fspec["warnings"]:
+        from airflow_provider_stepcab.dag_factory.errors import report_warnings
+
         report_warnings(file, to_problems(fspec["warnings"]))
     if fspec["errors"] and not fspec["dags"]:
         broken.setdefault(file, []).extend(to_problems(fspec["errors"]))
@@ -78,6 +88,8 @@ def _build_file(file: str, operator_class: Any, wanted: Optional[str], dags: dic
                     broken[file].append(p)
             continue
         if entry["warnings"]:
+            from airflow_provider_stepcab.dag_factory.errors import report_warnings
+
             report_warnings(file, to_problems(entry["warnings"]))
         dags[dag_id] = dag
         origins[dag_id] = (file, entry["recipe"])
@@ -99,8 +111,10 @@ def build_dags(globals_dict: Optional[dict] = None, *, folders: Optional[Iterabl
         path and the good DAGs are kept (:mod:`.errors`); ``"raise"``: raise
         :class:`RecipeImportError` after building (Airflow then drops every DAG of the loader).
     """
-    from airflow_provider_stepcab.dag_factory.discovery import default_folders, find_recipe_files
-    from airflow_provider_stepcab.dag_factory.naming import dag_id_may_come_from
+    from airflow_provider_stepcab.dag_factory.discovery import (
+        default_folders,
+        find_recipe_files,
+    )
 
     loader_file = (globals_dict or {}).get("__file__")
     if files is not None:
@@ -114,6 +128,8 @@ def build_dags(globals_dict: Optional[dict] = None, *, folders: Optional[Iterabl
     origins: dict = {}
     broken: dict = {}
     if wanted is not None:  # running one task: load only files that can produce that dag_id
+        from airflow_provider_stepcab.dag_factory.naming import dag_id_may_come_from
+
         for path in [p for p in paths if dag_id_may_come_from(wanted, p)]:
             _build_file(path, op_class, wanted, dags, origins, broken)
         if wanted not in dags:  # an opts.airflow.dag_id override: fall back to everything
@@ -127,6 +143,11 @@ def build_dags(globals_dict: Optional[dict] = None, *, folders: Optional[Iterabl
     if globals_dict is not None:
         globals_dict.update(dags)
     if broken:
+        from airflow_provider_stepcab.dag_factory.errors import (
+            raise_broken,
+            report_broken,
+        )
+
         if on_error == "raise":
             raise_broken(broken)
         report_broken(broken, loader_file=loader_file)
@@ -142,8 +163,12 @@ def build_recipe_dag(recipe_file: str, recipe_name: str) -> Any:
     :raises RecipeImportError: with every error (file:line, key, message) when it cannot be built.
     """
     from airflow_provider_stepcab.dag_factory.builder import build_dag
+    from airflow_provider_stepcab.dag_factory.errors import raise_broken
     from airflow_provider_stepcab.dag_factory.naming import dag_id_for
-    from airflow_provider_stepcab.dag_factory.settings import airflow_section, parse_settings
+    from airflow_provider_stepcab.dag_factory.settings import (
+        airflow_section,
+        parse_settings,
+    )
     from airflow_provider_stepcab.recipe.api import load_recipe_result
 
     result = load_recipe_result(recipe_file, recipe_name)

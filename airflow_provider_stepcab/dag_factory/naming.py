@@ -30,10 +30,12 @@ import os
 import re
 from typing import Iterable
 
+from airflow_provider_stepcab.dag_factory.discovery import RECIPE_SUFFIXES
+
 #: Airflow limits ids to 250 characters.
 MAX_ID_LENGTH = 250
-_BAD = re.compile(r"[^A-Za-z0-9_-]")
-RECIPE_SUFFIXES = (".yml", ".yaml")
+_BAD = r"[^A-Za-z0-9_-]"
+_GOOD = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
 def sanitize_id(text: str, *, max_length: int = MAX_ID_LENGTH) -> str:
@@ -43,7 +45,9 @@ def sanitize_id(text: str, *, max_length: int = MAX_ID_LENGTH) -> str:
     :param max_length: longest id returned.
     :return: the sanitised id.
     """
-    ident = _BAD.sub("_", str(text)) or "_"
+    text = str(text)
+    # most labels are already valid: no regular expression (its compilation costs every parse)
+    ident = (text if _GOOD.issuperset(text) else re.sub(_BAD, "_", text)) or "_"
     if len(ident) > max_length:
         digest = hashlib.sha1(str(text).encode()).hexdigest()[:8]
         ident = ident[: max_length - 9] + "_" + digest

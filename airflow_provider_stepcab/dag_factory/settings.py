@@ -45,10 +45,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Optional
 
 from airflow_provider_stepcab.recipe.errors import Loc, Problems
+from airflow_provider_stepcab.recipe.records import record
 from airflow_provider_stepcab.recipe.yamlio import loc_of
 
 DEFAULT_START_DATE = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
@@ -57,11 +58,12 @@ PARALLEL_MODES = ("sequential", "dataflow")
 #: keys allowed in ``opts.airflow.tasks.<pattern>``
 TASK_KEYS = ("pool", "queue", "retries", "retry_delay", "execution_timeout", "priority_weight")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*([smhdw])\s*)+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+# patterns as text: compiled (and cached by ``re``) on first use, not by every parse that imports this
+_DURATION = r"^\s*(?:(\d+(?:\.\d+)?)\s*([smhdw])\s*)+$"
+_DURATION_PART = r"(\d+(?:\.\d+)?)\s*([smhdw])"
 
 
-@dataclass
+@record
 class AirflowSettings:
     """Parsed ``opts.airflow`` for one recipe (see the module docstring for each key)."""
 
@@ -114,9 +116,9 @@ def parse_duration(value: Any) -> dt.timedelta:
         text = value.strip().lower()
         if re.fullmatch(r"\d+(\.\d+)?", text):
             return dt.timedelta(seconds=float(text))
-        if _DURATION.match(text):
+        if re.match(_DURATION, text):
             return dt.timedelta(seconds=sum(float(n) * _DURATION_UNITS[u]
-                                            for n, u in _DURATION_PART.findall(text)))
+                                            for n, u in re.findall(_DURATION_PART, text)))
         m = re.fullmatch(r"(\d+):(\d{1,2})(?::(\d{1,2}))?", text)
         if m:
             h, mi, s = (int(x or 0) for x in m.groups())

@@ -4,7 +4,7 @@ Airflow re-parses the DAGs folder every 30 s in fresh processes, and nearly alwa
 changed. :func:`file_spec` therefore caches, per recipe file, the *compiled* result: the spec of
 each DAG (:mod:`.materialize`), the file's errors and warnings. A warm parse reads that entry,
 checks the SHA-256 of every file the recipe was built from (includes and cult-cargo's config too,
-see :mod:`~airflow_provider_stepcab.recipe.diskcache`) and materialises the DAGs; the recipe layer
+see :mod:`~airflow_provider_stepcab.diskcache`) and materialises the DAGs; the recipe layer
 is not even imported. Any edit to one of those files, to the package's code, ``STIMELA_INCLUDE``
 or the working directory is a miss: the file is compiled again and the entry replaced.
 
@@ -27,7 +27,7 @@ import os
 import threading
 from typing import Any, Iterator, Optional
 
-from airflow_provider_stepcab.recipe import diskcache
+from airflow_provider_stepcab import diskcache
 
 FORMAT = 1
 
@@ -73,7 +73,10 @@ def _compile_file(file: str, operator_class: Any) -> tuple[dict, list[str], bool
     from airflow_provider_stepcab.dag_factory.builder import compile_dag
     from airflow_provider_stepcab.dag_factory.discovery import choose_recipes
     from airflow_provider_stepcab.dag_factory.naming import dag_id_for
-    from airflow_provider_stepcab.dag_factory.settings import airflow_section, parse_settings
+    from airflow_provider_stepcab.dag_factory.settings import (
+        airflow_section,
+        parse_settings,
+    )
     from airflow_provider_stepcab.recipe.api import files_read, load_file
     from airflow_provider_stepcab.recipe.errors import Loc, Problems
 

@@ -17,7 +17,7 @@ from typing import Any, Optional
 from .errors import Loc, Problems
 from .model import UNSET, Parameter, Recipe, Step
 
-_CAB_SPEC = re.compile(r"^\((.+)\)$")
+_CAB_SPEC = r"^\((.+)\)$"  # compiled by ``re`` on first use
 
 
 def step_schema(step: Step) -> tuple[dict, dict]:
@@ -68,7 +68,7 @@ class _Aliaser:
             return []
         spec, pname = target.split(".", 1)
         steps = self.recipe.steps
-        m = _CAB_SPEC.match(spec)
+        m = re.match(_CAB_SPEC, spec)
         if m:
             want = m.group(1)
             return [(lab, st, pname, True) for lab, st in steps.items()
@@ -161,12 +161,18 @@ class _Aliaser:
                 self._add_target(name, target, raw_alias_locs.get(name, recipe.loc),
                                  f"{self.key_path}.aliases.{name}")
         # auto-aliases for unset step parameters
+        unset_of: dict[int, list] = {}  # per cargo (steps share cabs): params that may need one
         for label, step in recipe.steps.items():
             inputs, outputs = step_schema(step)
-            defaults = step_defaults(step)
-            for pname, schema in {**inputs, **outputs}.items():
-                has_value = pname in step.params or pname in defaults or schema.default is not UNSET
-                if (label, pname) in self.mapped or _is_implicit(schema) or has_value:
+            candidates = unset_of.get(id(step.cargo))
+            if candidates is None:
+                defaults = getattr(step.cargo, "defaults", None) or {}
+                candidates = unset_of[id(step.cargo)] = [
+                    (pname, schema) for pname, schema in {**inputs, **outputs}.items()
+                    if pname not in defaults and schema.default is UNSET and not _is_implicit(schema)]
+            params, mapped = step.params, self.mapped
+            for pname, schema in candidates:
+                if pname in params or (label, pname) in mapped:
                     continue
                 auto = f"{label}.{pname}"
                 if auto in recipe.inputs or auto in recipe.outputs:

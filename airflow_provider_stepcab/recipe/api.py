@@ -3,7 +3,7 @@
 Results are cached, keyed by the arguments and validated by the content hash of *every* file
 that was read (main files and their includes, :attr:`LoadedConfig.files`), so that the DAG
 factory can re-parse a folder every 30 seconds cheaply: in memory, and on disk across processes
-(:mod:`.diskcache`; Airflow parses DAG files and runs tasks in fresh processes). Cached objects are shared: callers must
+(:mod:`~airflow_provider_stepcab.diskcache`; Airflow parses DAG files and runs tasks in fresh processes). Cached objects are shared: callers must
 treat the returned recipes and configs as read-only (the resolver and planner copy what they change).
 """
 
@@ -12,19 +12,21 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
-from . import diskcache
+from airflow_provider_stepcab import diskcache
+
 from .errors import Loc, Problem, Problems, RecipeError
 from .model import Recipe
 from .recipes import BuildContext, build_recipe
+from .records import record
 
 PathArg = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 YAML_SUFFIXES = (".yml", ".yaml")
 
 
-@dataclass
+@record
 class FileResult:
     """Everything :func:`load_all` found in one file.
 
@@ -46,7 +48,7 @@ class FileResult:
         return not self.problems.errors
 
 
-@dataclass
+@record
 class LoadResult:
     """What :func:`load_recipe_result` returns: the chosen recipe, its config and all problems."""
 
@@ -68,7 +70,7 @@ _digest = diskcache.digest
 
 def _cached(key: Any, make: Callable[[], tuple[Any, Iterable[str]]], *, persist: bool = True) -> Any:
     """``make()`` once per key while the files it read are unchanged: in memory, then in the
-    persistent :mod:`.diskcache` (a fresh dag-processor / task process finds it there). Without
+    persistent :mod:`~airflow_provider_stepcab.diskcache` (a fresh dag-processor / task process finds it there). Without
     ``persist`` (a caller with its own cache) nothing is kept: a parse of a folder of recipes must
     not hold every recipe model in memory until it ends."""
     with _lock:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Dict, List, Optional, Union
+
+from .records import record
 
 DEFAULT_SELECT = ["singularity", "native"]
 
@@ -17,14 +19,14 @@ def _choices(*values: str) -> dict:
     return {"choices": values}
 
 
-@dataclass
+@record
 class NativeOptions:
     """``backend.native``: how a step runs as a local process."""
     enable: bool = True
     virtual_env: Optional[str] = None
 
 
-@dataclass
+@record
 class BindDir:
     """One entry of ``singularity.bind_dirs``: a host path bound into the container."""
     host: Optional[str] = None
@@ -34,7 +36,7 @@ class BindDir:
     conditional: Union[bool, str] = True
 
 
-@dataclass
+@record
 class SingularityOptions:
     """``backend.singularity``: image building and ``exec`` settings."""
     enable: bool = True
@@ -55,7 +57,7 @@ class SingularityOptions:
     extra_options: List[str] = field(default_factory=list)  # more `exec` options, before the binds
 
 
-@dataclass
+@record
 class PodmanOptions:
     """stepcab's ``podman`` (and ``docker``) backend section (not part of Stimela).
 
@@ -86,14 +88,14 @@ class PodmanOptions:
     ephemeral: Dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@record
 class PodLimits:
     """A resource request or limit (``memory``/``cpu``) of a pod."""
     request: Optional[str] = None
     limit: Optional[str] = None
 
 
-@dataclass
+@record
 class KubePodSpec:
     """A pod's type (node selection), memory/CPU requests and limits and custom spec (``job_pod`` etc.)."""
     type: Optional[str] = None
@@ -105,7 +107,7 @@ class KubePodSpec:
 _EXIST = _choices("must_exist", "allow_reuse", "recreate", "cant_exist")
 
 
-@dataclass
+@record
 class KubeVolume:
     """One entry of ``kube.volumes``: a persistent volume claim mounted into pods."""
     name: Optional[str] = None
@@ -123,7 +125,7 @@ class KubeVolume:
     append_id: bool = True
 
 
-@dataclass
+@record
 class DaskCluster:
     """``kube.dask_cluster``: Stimela's Dask cluster settings (parsed, not acted on here)."""
     enable: bool = False
@@ -138,7 +140,7 @@ class DaskCluster:
     forward_dashboard_port: int = 8787
 
 
-@dataclass
+@record
 class KubeDebug:
     """``kube.debug``: verbosity and pod-keeping switches for troubleshooting."""
     verbose: int = 0
@@ -152,7 +154,7 @@ class KubeDebug:
         default_factory=lambda: {"warning": "blue", "error": "yellow", "default": "grey50"})
 
 
-@dataclass
+@record
 class KubeUser:
     """``kube.user``: the identity (name, uid/gid, home) a pod runs as."""
     name: Optional[str] = None
@@ -165,13 +167,13 @@ class KubeUser:
     inject_nss: bool = True
 
 
-@dataclass
+@record
 class KubeOnExit:
     """``kube.infrastructure.on_exit``: clean up the session's pods at the end."""
     cleanup_pods: bool = True
 
 
-@dataclass
+@record
 class KubeOnStartup:
     """``kube.infrastructure.on_startup``: report/clean up leftover pods and PVCs at the start."""
     report_pods: bool = True
@@ -180,14 +182,14 @@ class KubeOnStartup:
     cleanup_pvcs: bool = True
 
 
-@dataclass
+@record
 class KubeInfrastructure:
     """``kube.infrastructure``: start-up and exit housekeeping of pods and PVCs."""
     on_exit: KubeOnExit = field(default_factory=KubeOnExit)
     on_startup: KubeOnStartup = field(default_factory=KubeOnStartup)
 
 
-@dataclass
+@record
 class KubeOptions:
     """``backend.kube``: running steps as Kubernetes pods."""
     enable: bool = True
@@ -210,7 +212,7 @@ class KubeOptions:
     predefined_pod_specs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
 
-@dataclass
+@record
 class SlurmOptions:
     """``backend.slurm``: wrapping a step's command in an sbatch job."""
     enable: bool = False
@@ -236,7 +238,7 @@ class SlurmOptions:
     log_chunk_size: int = 65536
 
 
-@dataclass
+@record
 class BackendOptions:
     """The merged, typed backend settings of one step (``StimelaBackendOptions`` in Stimela)."""
 

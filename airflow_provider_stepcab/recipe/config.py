@@ -28,13 +28,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Iterable, Sequence
 
 from .directives import IncludeError, Resolver, _sub, default_search_path, package_dir
 from .errors import Loc, Problems, RecipeError
 from .interp import interpolate
 from .merge import merge
+from .records import record
 from .yamlio import CList, CMap, copy_tree, load_yaml_file, load_yaml_text, loc_of
 
 CONFIG_SECTIONS = ("images", "lib", "cabs", "opts", "vars", "run")
@@ -70,7 +71,7 @@ run: {}
 """
 
 
-@dataclass
+@record
 class LoadedConfig:
     """Result of :func:`load_documents`.
 
@@ -179,7 +180,10 @@ def _parse_uncached(path: str, text: str | None) -> tuple[Any, list]:
         return None, list(problems)
     if tree is None:  # an empty file is an empty mapping (as OmegaConf)
         tree = CMap(loc=Loc(path, 1))
-    interpolate(tree, path, problems)
+    # no "${" in the text (nor a backslash, which could escape one in a quoted string): no value
+    # can hold an interpolation, so skip walking the whole tree for one
+    if text is None or "${" in text or "\\" in text:
+        interpolate(tree, path, problems)
     return tree, list(problems)
 
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
 import yaml
+
+from .records import record
 
 SCALARS = ("str", "int", "float", "bool", "complex", "Any", "None")
 FILE_TYPES = ("File", "Directory", "MS", "URI")
@@ -40,7 +41,7 @@ _BOOL_TRUE = {"1", "on", "t", "true", "y", "yes"}
 _BOOL_FALSE = {"0", "off", "f", "false", "n", "no"}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DType:
     """A parsed dtype. ``kind`` is a scalar/file name or ``List/Tuple/Dict/Union``.
 

@@ -9,8 +9,10 @@ is usable.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Iterable, Iterator, NamedTuple
+
+from .records import record
 
 
 class Loc(NamedTuple):
@@ -29,7 +31,7 @@ ERROR = "error"
 WARNING = "warning"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Problem:
     """One error or warning about a recipe, cab or config file.
 
@@ -56,7 +58,7 @@ class Problem:
         return self.severity == ERROR
 
 
-@dataclass
+@record
 class Problems:
     """An ordered, de-duplicated collection of :class:`Problem`."""
 

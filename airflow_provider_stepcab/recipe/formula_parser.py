@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 from .errors import FormulaError
+from .records import record
 
 __all__ = [
     "FUNCTIONS", "RAW_ARG_FUNCTIONS", "FormulaSyntaxError", "Expr", "Const", "Str", "Unset",
@@ -65,39 +65,39 @@ class FormulaSyntaxError(FormulaError):
 
 # ---------------------------------------------------------------- AST (immutable, hashable)
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Const:
     """A literal (number, boolean, ``None``)."""
     value: Any
     pos: int = 0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Str:
     """A quoted string."""
     text: str
     pos: int = 0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Unset:
     """``UNSET``: the value that removes a parameter."""
     pos: int = 0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Empty:
     """``EMPTY``: the empty string."""
     pos: int = 0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SelfRef:
     """``SELF``: the parameter's own current value."""
     pos: int = 0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Lookup:
     """A dotted name such as ``recipe.ms`` or ``previous.out``."""
     parts: tuple
@@ -108,7 +108,7 @@ class Lookup:
         return ".".join(self.parts)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Index:
     """``base[index]``."""
     base: Any
@@ -116,7 +116,7 @@ class Index:
     pos: int = 0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Unary:
     """A unary operator (``not``, ``-``, ``+``) and its operand."""
     op: str
@@ -124,7 +124,7 @@ class Unary:
     pos: int = 0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Binary:
     """A binary operator and its operands."""
     op: str
@@ -133,7 +133,7 @@ class Binary:
     pos: int = 0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Call:
     """A function call such as ``IFSET(x)``."""
     name: str

@@ -28,7 +28,7 @@ from typing import Any
 from .errors import Problems
 from .yamlio import loc_of, to_plain
 
-_TOKEN = re.compile(r"\[([^\]]*)\]|([^.\[\]]+)")
+_TOKEN = r"\[([^\]]*)\]|([^.\[\]]+)"  # compiled by ``re`` on first use (run time)
 
 
 class InterpError(Exception):
@@ -215,7 +215,7 @@ class _Interpolator:
         rest = ref[ndots:]
         if not rest:
             return copy.deepcopy(self._resolve_container(cur_chain))
-        for m in _TOKEN.finditer(rest):
+        for m in re.finditer(_TOKEN, rest):
             key = m.group(1) if m.group(1) is not None else m.group(2)
             node = cur_chain[-1]
             k = self._match_key(node, key)

@@ -8,10 +8,11 @@ evaluated later (plan time or task run time) by :mod:`.formula`/:mod:`.subst`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Optional
 
 from .errors import UNKNOWN_LOC, Loc
+from .records import record
 
 
 class _Unset:
@@ -44,7 +45,7 @@ POLICY_FIELDS = (
 )
 
 
-@dataclass
+@record
 class Policies:
     """Command-line policies (parameter level overrides cab level overrides defaults)."""
 
@@ -71,7 +72,7 @@ class Policies:
                            for f in POLICY_FIELDS})
 
 
-@dataclass
+@record
 class PathPolicies:
     """How a File/Directory parameter's path is checked and prepared (``path_policies``)."""
     mkdir_parent: Optional[bool] = None
@@ -80,7 +81,7 @@ class PathPolicies:
     remove_if_exists: Optional[bool] = None
 
 
-@dataclass
+@record
 class Parameter:
     """One input or output of a cab or recipe.
 
@@ -122,7 +123,7 @@ class Parameter:
                     and (self.implicit is UNSET or not self.implicit))
 
 
-@dataclass
+@record
 class Flavour:
     """How a cab's command is run: ``binary``, ``python``, ``python-code`` or ``casa-task``."""
 
@@ -130,7 +131,7 @@ class Flavour:
     options: dict = field(default_factory=dict)
 
 
-@dataclass
+@record
 class ImageSpec:
     """A container image reference as written in a cab (string or mapping form)."""
 
@@ -140,7 +141,7 @@ class ImageSpec:
     path: Optional[str] = None
 
 
-@dataclass
+@record
 class Management:
     """A cab's ``management`` section: environment, cleanup and wranglers."""
     environment: dict = field(default_factory=dict)
@@ -148,7 +149,7 @@ class Management:
     wranglers: dict = field(default_factory=dict)
 
 
-@dataclass
+@record
 class Cab:
     """A tool: its command, flavour, image, typed inputs/outputs and command-line policies."""
     name: str
@@ -176,7 +177,7 @@ class Cab:
         return {**self.inputs, **self.outputs}
 
 
-@dataclass
+@record
 class ForLoop:
     """A recipe's ``for_loop``: the loop variable, what it runs over and ``scatter``."""
     var: str
@@ -187,7 +188,7 @@ class ForLoop:
     loc: Loc = UNKNOWN_LOC
 
 
-@dataclass
+@record
 class Step:
     """One step of a recipe: a cab or a nested recipe, its params and run conditions."""
     label: str
@@ -213,7 +214,7 @@ class Step:
         return self.cab if self.cab is not None else self.recipe
 
 
-@dataclass
+@record
 class Recipe:
     """A recipe: inputs/outputs, ordered steps, aliases, assignments and an optional loop."""
     name: str

@@ -12,15 +12,16 @@ Nothing here does I/O; recipes are not modified (values are copied).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Iterator, Mapping, Optional
 
 from .aliases import implicit_aliases
 from .errors import FormulaError, Loc, Problems
 from .model import UNSET, Recipe, Step
+from .records import record
 from .validate import is_deferred, is_formula_text
 
-_RUNTIME_FUNCS = re.compile(r"\b(GLOB|EXISTS)\s*\(")
+_RUNTIME_FUNCS = r"\b(GLOB|EXISTS)\s*\("  # compiled by ``re`` on first use
 _MISSING = object()
 CLI_LOC = Loc("<command line>", 0)
 
@@ -69,7 +70,7 @@ class NS(dict):
         return self[key] if key in self else default
 
 
-@dataclass
+@record
 class ResolvedStep:
     """One cab step with its parameters resolved as far as possible."""
 
@@ -126,7 +127,7 @@ def references(value: Any) -> set:
 
 def _has_runtime_funcs(value: Any) -> bool:
     if isinstance(value, str):
-        return is_formula_text(value) and bool(_RUNTIME_FUNCS.search(value))
+        return is_formula_text(value) and bool(re.search(_RUNTIME_FUNCS, value))
     if isinstance(value, (list, tuple)):
         return any(_has_runtime_funcs(v) for v in value)
     if isinstance(value, Mapping):

@@ -40,16 +40,17 @@ pure: no I/O, no Airflow.
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
-import abc
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Iterable, Optional
 
 import yaml
 
 from .errors import UNKNOWN_LOC, Loc, Problems
+from .records import record
 from .yamlio import loc_of
 
 #: What Python flavours print in front of the JSON of their outputs.
@@ -67,7 +68,7 @@ _LOADERS = {"str": str, "bool": bool, "int": int, "float": float, "complex": com
             "json": json.loads, "JSON": json.loads, "yaml": yaml.safe_load, "YAML": yaml.safe_load}
 
 
-@dataclass
+@record
 class LineResult:
     """What the wranglers made of one line.
 

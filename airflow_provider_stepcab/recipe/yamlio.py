@@ -116,15 +116,17 @@ def copy_tree(value: Any) -> Any:
     return value if type(value) in _ATOMIC else _copy(value, {})
 
 
+# Unpickling (the parse caches) keeps the Loc objects as pickled: rebuilding every location
+# was the largest part of loading a cached recipe.
 def _rebuild_cmap(data: dict, loc: Loc, key_locs: dict) -> CMap:
-    m = CMap(data, loc=Loc(*loc))
-    m.key_locs = {k: Loc(*v) for k, v in key_locs.items()}
+    m = CMap(data, loc=loc)
+    m.key_locs = key_locs
     return m
 
 
 def _rebuild_clist(data: list, loc: Loc, item_locs: list) -> CList:
-    c = CList(data, loc=Loc(*loc))
-    c.item_locs = [Loc(*v) for v in item_locs]
+    c = CList(data, loc=loc)
+    c.item_locs = item_locs
     return c
 
 

@@ -5,8 +5,13 @@ every task process parses its DAG file again before running; an in-process cache
 This cache pickles what :mod:`.api` builds, in one file per cache key, together with the SHA-256
 of every file that was read to build it (main file, includes, cult-cargo's config). An entry is
 used only if all those files still have the same content, so editing a recipe or any file it
-includes invalidates it. The key also covers the stepcab code (size and mtime of the package's
-modules), the Python version, ``STIMELA_INCLUDE`` and the working directory.
+includes invalidates it. Each entry also records the size and mtime of the source of every module
+of this package that was loaded when it was written (the code that built it): editing or
+replacing any of them invalidates it too. The key covers the Python version and whatever the
+caller puts in it (``STIMELA_INCLUDE``, the working directory ...).
+
+Pure Python, no Airflow import: the recipe layer (:mod:`.recipe.api`) and the DAG factory's parse
+cache (:mod:`.dag_factory.spec`) both store entries here.
 
 Where: ``$STEPCAB_CACHE_DIR``, else ``$XDG_CACHE_HOME/stepcab/recipes``, else
 ``~/.cache/stepcab/recipes``. ``STEPCAB_CACHE_DIR=off`` (or ``0``/``false``/``no``) disables it.
@@ -29,9 +34,11 @@ import tempfile
 from typing import Any, Optional
 
 ENV_DIR = "STEPCAB_CACHE_DIR"
-FORMAT = 1
+FORMAT = 2
 _OFF = {"off", "0", "false", "no", "none", "disabled"}
-_code_fp: Optional[str] = None
+#: the package whose loaded modules are recorded in every entry (see :func:`code_state`)
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+PACKAGE = __name__.rpartition(".")[0]
 _checked_dirs: dict[str, bool] = {}
 
 
@@ -59,24 +66,33 @@ def _usable(path: str) -> bool:
     return ok
 
 
-def code_fingerprint() -> str:
-    """Changes whenever a module of the package (which builds the cached objects) does: size and
-    mtime of every ``.py`` file of ``airflow_provider_stepcab``."""
-    global _code_fp
-    if _code_fp is None:
-        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        lines = [f"{FORMAT} {sys.version} {pickle.HIGHEST_PROTOCOL}"]
-        todo = [package]
-        while todo:  # os.scandir: one stat per file, no path arithmetic (every parse pays this)
-            with os.scandir(todo.pop()) as entries:
-                for entry in entries:
-                    if entry.name.endswith(".py"):
-                        st = entry.stat()
-                        lines.append(f"{entry.path} {st.st_size} {st.st_mtime_ns}")
-                    elif entry.name != "__pycache__" and entry.is_dir():
-                        todo.append(entry.path)
-        _code_fp = hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
-    return _code_fp
+def code_state() -> dict[str, tuple[int, int]]:
+    """``{source file: (size, mtime_ns)}`` of every loaded module of this package: the code that
+    built whatever is stored now. An entry is valid only while all of them are unchanged, which
+    costs one ``stat`` per module at read time (no walk of the package)."""
+    state: dict[str, tuple[int, int]] = {}
+    prefix = PACKAGE + "."
+    for name, module in list(sys.modules.items()):
+        if name == PACKAGE or name.startswith(prefix):
+            path = getattr(module, "__file__", None)
+            if path and path.startswith(PACKAGE_DIR):
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                state[path] = (st.st_size, st.st_mtime_ns)
+    return state
+
+
+def _code_unchanged(state: dict) -> bool:
+    for path, (size, mtime) in state.items():
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if st.st_size != size or st.st_mtime_ns != mtime:
+            return False
+    return True
 
 
 def digest(path: str) -> Optional[str]:
@@ -88,46 +104,8 @@ def digest(path: str) -> Optional[str]:
         return None
 
 
-def _cmap(data: dict, loc: Any, key_locs: dict) -> Any:
-    from .yamlio import CMap
-
-    m = CMap(data, loc=loc)
-    m.key_locs = key_locs
-    return m
-
-
-def _clist(data: list, loc: Any, item_locs: list) -> Any:
-    from .yamlio import CList
-
-    c = CList(data, loc=loc)
-    c.item_locs = item_locs
-    return c
-
-
-class _Pickler(pickle.Pickler):
-    """Pickles ``CMap``/``CList`` keeping their ``Loc`` objects as they are (the generic
-    ``__reduce__`` rebuilds every location on load, the largest part of unpickling a recipe)."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        from .yamlio import CList, CMap
-
-        if type(obj) is CMap:
-            return _cmap, (dict(obj), obj.loc, obj.key_locs)
-        if type(obj) is CList:
-            return _clist, (list(obj), obj.loc, obj.item_locs)
-        return NotImplemented
-
-
-def _dumps(value: Any) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
-    return buf.getvalue()
-
-
 def _entry_path(directory: str, key: Any) -> str:
-    name = hashlib.sha256(repr((code_fingerprint(), key)).encode()).hexdigest()
+    name = hashlib.sha256(repr((FORMAT, sys.version, key)).encode()).hexdigest()
     return os.path.join(directory, name[:2], name + ".pkl")
 
 
@@ -138,10 +116,10 @@ def get(key: Any) -> tuple[bool, Any, dict]:
         return False, None, {}
     try:
         with open(_entry_path(directory, key), "rb") as fh:
-            stored_key, digests, value = pickle.load(fh)
+            stored_key, code, digests, value = pickle.load(fh)
     except Exception:  # noqa: BLE001 - missing, corrupt or from an old format: a miss
         return False, None, {}
-    if stored_key != repr(key) or any(digest(f) != d for f, d in digests.items()):
+    if stored_key != repr(key) or not _code_unchanged(code) or any(digest(f) != d for f, d in digests.items()):
         return False, None, {}
     return True, value, digests
 
@@ -154,7 +132,7 @@ def put(key: Any, value: Any, digests: dict) -> None:
     path = _entry_path(directory, key)
     tmp = None
     try:
-        data = _dumps((repr(key), digests, value))
+        data = pickle.dumps((repr(key), code_state(), digests, value), protocol=pickle.HIGHEST_PROTOCOL)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".pkl")
         with os.fdopen(fd, "wb") as fh:
