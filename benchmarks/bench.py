@@ -66,10 +66,15 @@ def _clean_pycache(folder: str) -> None:
             shutil.rmtree(os.path.join(root, "__pycache__"), ignore_errors=True)
 
 
-def warm_runs(tasks: int) -> int:
-    """Warm parses per repetition: a folder of up to 100 tasks parses in tens of milliseconds, where
-    a busy machine's noise is as large as the differences measured, so take more samples there."""
-    return 5 if tasks <= 100 else 1
+def runs_per_rep(tasks: int) -> tuple[int, int]:
+    """``(cold, warm)`` parses per repetition and contender. A folder of up to 100 tasks parses in
+    tens of milliseconds, where a busy machine's noise is as large as the differences measured,
+    so it gets more samples; 10,000-task folders take seconds per parse and get one of each."""
+    if tasks <= 100:
+        return 3, 5
+    if tasks <= 1000:
+        return 3, 3
+    return 1, 1
 
 
 def parse_benchmark(shapes: list, reps: int, work: str, timeout: float, log=print) -> dict:
@@ -86,10 +91,12 @@ def parse_benchmark(shapes: list, reps: int, work: str, timeout: float, log=prin
             rotated = order[rep % len(order):] + order[:rep % len(order)]
             for contender in rotated:
                 cache = os.path.join(work, "stepcab-cache", shape)
-                shutil.rmtree(cache, ignore_errors=True)
-                _clean_pycache(paths[contender])
                 env = _env(work, cache)
-                for mode in ("cold",) + ("warm",) * warm_runs(n * m):
+                cold, warm = runs_per_rep(n * m)
+                for mode in ("cold",) * cold + ("warm",) * warm:
+                    if mode == "cold":  # a first parse: no stepcab cache, no compiled DAG files
+                        shutil.rmtree(cache, ignore_errors=True)
+                        _clean_pycache(paths[contender])
                     r = run_child("parse_child.py", [paths[contender]], env, timeout)
                     results[shape][contender][mode].append(r)
                     shown = f"{r['total_s']:.3f} s wall, {r['cpu_s']:.3f} s cpu" if "error" not in r else r["error"][-300:]

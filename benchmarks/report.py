@@ -72,9 +72,10 @@ def parse_table(result: dict) -> list[str]:
                 if s["errors"] or s["import_errors"]:
                     notes.append(f"- {shape} {c} {m}: {len(s['errors'])} failed run(s); import errors: "
                                  f"{list(s['import_errors'])[:3]} {(s['errors'] or [''])[0][:200]}")
-    return rows + ([""] + notes if notes else []) + ["", f"Times in {metric}: median of {result['reps']} cold run(s) and of the warm runs "
-                                                     f"({result['reps']} x 5 for folders of up to 100 tasks, else {result['reps']}) "
-                                                     "of DagBag + serialisation of every DAG file (dag-processor work)."]
+    return rows + ([""] + notes if notes else []) + ["", f"Times in {metric}: median of all runs of DagBag + serialisation of every DAG file "
+                                                     f"(dag-processor work); {result['reps']} repetition(s), each with 3 cold + 5 "
+                                                     "warm parses per contender for folders of up to 100 tasks, 3 + 3 up to 1,000 "
+                                                     "tasks, 1 + 1 above."]
 
 
 def markdown(result: dict) -> str:

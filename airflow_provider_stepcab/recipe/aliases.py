@@ -193,13 +193,12 @@ class _Aliaser:
         """:meth:`add` for an auto-alias (``label.param`` of an unset, explicit-value-free step
         parameter, which no other alias names): the same result without its general checks, as a
         100-step recipe has about 1,200 of these."""
-        alias_schema = _shallow_copy(schema)
-        alias_schema.name = alias
-        alias_schema.aliases = []
-        alias_schema.loc = step.param_locs.get(pname) or step.loc
-        alias_schema.category = category
+        alias_schema = object.__new__(type(schema))
+        fields = alias_schema.__dict__
+        fields.update(schema.__dict__)
+        fields.update(name=alias, aliases=[], loc=step.param_locs.get(pname) or step.loc, category=category)
         if schema.required:
-            alias_schema.required = True
+            fields["required"] = True
         (self.recipe.inputs if is_input else self.recipe.outputs)[alias] = alias_schema
         self.orig[alias] = None
         self.mapped[label, pname] = alias

@@ -232,20 +232,23 @@ def _flatten_params(params: dict, step: Step) -> tuple[dict, dict]:
     says the mapping is a section rather than a dict-valued parameter."""
     schema = step.cargo.schema if step.cargo is not None else {}
     labels = set(step.recipe.steps) if step.recipe is not None else set()
-    out, locs = {}, {}
-
-    def walk(d: dict, prefix: str) -> None:
-        for k, v in d.items():
-            name = f"{prefix}{k}"
-            if isinstance(v, dict) and name not in schema and (
-                    any(s.startswith(f"{name}.") for s in schema) or (not prefix and name in labels)):
-                walk(v, f"{name}.")
-                continue
-            out[name] = v
-            locs[name] = loc_of(d, k)
-
-    walk(params, "")
+    out: dict = {}
+    locs: dict = {}
+    _flatten_into(params, "", schema, labels, out, locs)
     return out, locs
+
+
+def _flatten_into(d: dict, prefix: str, schema: dict, labels: set, out: dict, locs: dict) -> None:
+    # a module-level function, not a recursive closure: a closure that calls itself is a reference
+    # cycle, left for the cyclic garbage collector once per step
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict) and name not in schema and (
+                any(s.startswith(f"{name}.") for s in schema) or (not prefix and name in labels)):
+            _flatten_into(v, f"{name}.", schema, labels, out, locs)
+            continue
+        out[name] = v
+        locs[name] = loc_of(d, k)
 
 
 def _flat(d: dict, schema: dict, prefix: str = "") -> dict:
