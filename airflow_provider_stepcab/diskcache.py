@@ -105,7 +105,10 @@ def digest(path: str) -> Optional[str]:
 
 
 def _entry_path(directory: str, key: Any) -> str:
-    name = hashlib.sha256(repr((FORMAT, sys.version, key)).encode()).hexdigest()
+    # the version too: a release built reproducibly can give a changed module its old size and mtime
+    from airflow_provider_stepcab import __version__
+
+    name = hashlib.sha256(repr((FORMAT, sys.version, __version__, key)).encode()).hexdigest()
     return os.path.join(directory, name[:2], name + ".pkl")
 
 

@@ -89,3 +89,12 @@ def test_off_disables(tmp_path, monkeypatch):
     assert diskcache.cache_dir() is None
     diskcache.put("k", "v", {})
     assert diskcache.get("k")[0] is False
+
+
+def test_another_release_does_not_read_this_releases_entries(cache, monkeypatch):
+    import airflow_provider_stepcab
+
+    diskcache.put("k", "v", {})
+    assert diskcache.get("k")[0] is True
+    monkeypatch.setattr(airflow_provider_stepcab, "__version__", "99.0")
+    assert diskcache.get("k")[0] is False

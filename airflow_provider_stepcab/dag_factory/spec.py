@@ -5,8 +5,9 @@ changed. :func:`file_spec` therefore caches, per recipe file, the *compiled* res
 each DAG (:mod:`.materialize`), the file's errors and warnings. A warm parse reads that entry,
 checks the SHA-256 of every file the recipe was built from (includes and cult-cargo's config too,
 see :mod:`~airflow_provider_stepcab.diskcache`) and materialises the DAGs; the recipe layer
-is not even imported. Any edit to one of those files, to the package's code, ``STIMELA_INCLUDE``
-or the working directory is a miss: the file is compiled again and the entry replaced.
+is not even imported. Any edit to one of those files, to a module of this package that built the
+entry, ``STIMELA_INCLUDE`` or the working directory is a miss: the file is compiled again and the
+entry replaced.
 
 A file spec is a dict::
 
