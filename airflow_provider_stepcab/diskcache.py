@@ -39,6 +39,7 @@ _OFF = {"off", "0", "false", "no", "none", "disabled"}
 #: the package whose loaded modules are recorded in every entry (see :func:`code_state`)
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 PACKAGE = __name__.rpartition(".")[0]
+_state_memo: Optional[tuple] = None
 _checked_dirs: dict[str, bool] = {}
 
 
@@ -69,7 +70,19 @@ def _usable(path: str) -> bool:
 def code_state() -> dict[str, tuple[int, int]]:
     """``{source file: (size, mtime_ns)}`` of every loaded module of this package: the code that
     built whatever is stored now. An entry is valid only while all of them are unchanged, which
-    costs one ``stat`` per module at read time (no walk of the package)."""
+    costs one ``stat`` per module at read time (no walk of the package).
+
+    Computed again only after an import (the number of loaded modules changed): a parse of a
+    folder writes one entry per recipe file, with the same code loaded."""
+    global _state_memo
+    if _state_memo is not None and _state_memo[0] == (len(sys.modules), PACKAGE_DIR):
+        return _state_memo[1]
+    state = _code_state()
+    _state_memo = ((len(sys.modules), PACKAGE_DIR), state)
+    return state
+
+
+def _code_state() -> dict[str, tuple[int, int]]:
     state: dict[str, tuple[int, int]] = {}
     prefix = PACKAGE + "."
     for name, module in list(sys.modules.items()):

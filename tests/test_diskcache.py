@@ -40,24 +40,36 @@ def test_an_edit_of_a_loaded_package_module_invalidates_entries(cache, tmp_path,
     module.__file__ = str(mod_file)
     monkeypatch.setitem(sys.modules, module.__name__, module)
     monkeypatch.setattr(diskcache, "PACKAGE_DIR", str(pkg))
+    monkeypatch.setattr(diskcache, "_state_memo", None)
     assert diskcache.code_state() == {str(mod_file): (mod_file.stat().st_size, mod_file.stat().st_mtime_ns)}
+
+    def new_process():  # the code a fresh process loads is what is on disk now
+        monkeypatch.setattr(diskcache, "_state_memo", None)
 
     diskcache.put("entry", "built by X = 1", {})
     assert diskcache.get("entry")[:2] == (True, "built by X = 1")
     mod_file.write_text("X = 22\n")  # new code: size (and mtime) differ
     assert diskcache.get("entry")[0] is False
+    # this process still runs the code it loaded: what it writes now is not trusted either
+    diskcache.put("entry", "built by the old code", {})
+    assert diskcache.get("entry")[0] is False
+    new_process()
     diskcache.put("entry", "built by X = 22", {})
     assert diskcache.get("entry")[:2] == (True, "built by X = 22")
     st = mod_file.stat()
     os.utime(mod_file, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # same size, touched
     assert diskcache.get("entry")[0] is False
+    new_process()
     diskcache.put("entry", "again", {})
+    assert diskcache.get("entry")[0] is True
     mod_file.unlink()
     assert diskcache.get("entry")[0] is False, "a module that disappeared invalidates the entry"
 
 
-def test_real_entries_record_the_loaded_recipe_layer(cache):
+def test_real_entries_record_the_loaded_recipe_layer(cache, monkeypatch):
     import airflow_provider_stepcab.recipe.api  # noqa: F401 - the code that builds cached recipes
+
+    monkeypatch.setattr(diskcache, "_state_memo", None)
 
     state = diskcache.code_state()
     assert os.path.abspath(airflow_provider_stepcab.recipe.api.__file__) in state
@@ -98,3 +110,13 @@ def test_another_release_does_not_read_this_releases_entries(cache, monkeypatch)
     assert diskcache.get("k")[0] is True
     monkeypatch.setattr(airflow_provider_stepcab, "__version__", "99.0")
     assert diskcache.get("k")[0] is False
+
+
+def test_code_state_is_computed_once_per_set_of_loaded_modules(monkeypatch):
+    monkeypatch.setattr(diskcache, "_state_memo", None)
+    first = diskcache.code_state()
+    assert diskcache.code_state() is first, "no import in between: no new walk of sys.modules"
+    module = types.ModuleType(diskcache.PACKAGE + ".fake_new_module")
+    module.__file__ = diskcache.__file__
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    assert diskcache.code_state() is not first
