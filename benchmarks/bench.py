@@ -3,8 +3,8 @@
 Every measurement runs in a fresh interpreter (:mod:`parse_child`, :mod:`task_child`) of the
 *current* interpreter, which should be the bench venv (``benchmarks/venv.sh``: the project's
 constraints + dag-factory 1.x + this package), so all contenders share one Python and one Airflow.
-Contenders are interleaved: for each repetition, each shape runs stepcab, dag-factory and Python in
-a rotating order, each cold then warm:
+Contenders are interleaved run by run: for each repetition and shape, every round runs stepcab,
+dag-factory and Python once each, in an order that rotates per repetition; cold rounds first:
 
 - **cold**: no ``__pycache__`` in the DAG folder and an empty stepcab cache (a first parse);
 - **warm**: the same files parsed again by a new process (what Airflow does every 30 s when
@@ -71,14 +71,18 @@ def runs_per_rep(tasks: int) -> tuple[int, int]:
     tens of milliseconds, where a busy machine's noise is as large as the differences measured,
     so it gets more samples; 10,000-task folders take seconds per parse and get one of each."""
     if tasks <= 100:
-        return 3, 5
+        return 3, 7
     if tasks <= 1000:
         return 3, 3
     return 1, 1
 
 
 def parse_benchmark(shapes: list, reps: int, work: str, timeout: float, log=print) -> dict:
-    """``{shape: {contender: {"cold": [runs], "warm": [runs]}}}`` with every child's JSON."""
+    """``{shape: {contender: {"cold": [runs], "warm": [runs]}}}`` with every child's JSON.
+
+    Interleaved run by run: for each shape, each round runs every contender once (in an order that
+    rotates per repetition), so the i-th runs of two contenders were made seconds apart and a
+    machine slowdown hits both; :func:`summarize_paired` uses that pairing."""
     results: dict = {}
     folders = {}
     for n, m in shapes:
@@ -89,21 +93,48 @@ def parse_benchmark(shapes: list, reps: int, work: str, timeout: float, log=prin
         for (n, m), paths in folders.items():
             shape = f"{n}x{m}"
             rotated = order[rep % len(order):] + order[:rep % len(order)]
-            for contender in rotated:
-                cache = os.path.join(work, "stepcab-cache", shape)
-                env = _env(work, cache)
-                cold, warm = runs_per_rep(n * m)
-                for mode in ("cold",) * cold + ("warm",) * warm:
+            cold, warm = runs_per_rep(n * m)
+            for mode in ("cold",) * cold + ("warm",) * warm:
+                for contender in rotated:
+                    # each contender its own cache directory: a cold run of one must not empty the
+                    # cache the next warm run of another expects
+                    cache = os.path.join(work, "stepcab-cache", shape, contender)
                     if mode == "cold":  # a first parse: no stepcab cache, no compiled DAG files
                         shutil.rmtree(cache, ignore_errors=True)
                         _clean_pycache(paths[contender])
-                    r = run_child("parse_child.py", [paths[contender]], env, timeout)
+                    r = run_child("parse_child.py", [paths[contender]], _env(work, cache), timeout)
                     results[shape][contender][mode].append(r)
                     shown = f"{r['total_s']:.3f} s wall, {r['cpu_s']:.3f} s cpu" if "error" not in r else r["error"][-300:]
                     log(f"[rep {rep + 1}/{reps}] {shape:>8} {contender:<10} {mode}: {shown}")
             with open(os.path.join(work, "partial.json"), "w") as fh:
                 json.dump(results, fh)
     return results
+
+
+#: the ratios the targets are about: (mode, the contender stepcab is compared with)
+PAIRS = (("warm", "python"), ("cold", "dagfactory"))
+
+
+def summarize_paired(raw: dict) -> dict:
+    """Median of the per-round ratios stepcab / other for each shape and :data:`PAIRS` entry,
+    for both wall (``total_s``) and CPU (``cpu_s``) time: ``{shape: {"warm/python": {...}}}``.
+
+    The i-th runs of the contenders ran back to back (:func:`parse_benchmark`), so each ratio
+    compares runs under the same machine load; the median of them is less sensitive to a busy
+    moment than the ratio of two medians, which the targets still use."""
+    out: dict = {}
+    for shape, by in raw.items():
+        out[shape] = {}
+        for mode, other in PAIRS:
+            ours, theirs = by.get("stepcab", {}).get(mode, []), by.get(other, {}).get(mode, [])
+            entry = {}
+            for key in ("total_s", "cpu_s"):
+                ratios = [a[key] / b[key] for a, b in zip(ours, theirs)
+                          if "error" not in a and "error" not in b and b.get(key)]
+                entry[key] = statistics.median(ratios) if ratios else None
+                entry["pairs"] = len(ratios)
+            out[shape][f"{mode}/{other}"] = entry
+    return out
 
 
 def _median(runs: list, key: str):
@@ -191,7 +222,7 @@ def main(argv: list | None = None) -> int:
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
         "versions": {"airflow": airflow.__version__, "dag_factory": dagfactory_version},
-        "parse": summarize_parse(raw), "parse_raw": raw, "tasks": tasks, "slurm": run_slurm(args, work),
+        "parse": summarize_parse(raw), "parse_paired": summarize_paired(raw), "parse_raw": raw, "tasks": tasks, "slurm": run_slurm(args, work),
     }
     result["targets"] = report.evaluate_targets(result)
     os.makedirs(args.out, exist_ok=True)

@@ -73,9 +73,27 @@ def parse_table(result: dict) -> list[str]:
                     notes.append(f"- {shape} {c} {m}: {len(s['errors'])} failed run(s); import errors: "
                                  f"{list(s['import_errors'])[:3]} {(s['errors'] or [''])[0][:200]}")
     return rows + ([""] + notes if notes else []) + ["", f"Times in {metric}: median of all runs of DagBag + serialisation of every DAG file "
-                                                     f"(dag-processor work); {result['reps']} repetition(s), each with 3 cold + 5 "
+                                                     f"(dag-processor work); {result['reps']} repetition(s), each with 3 cold + 7 "
                                                      "warm parses per contender for folders of up to 100 tasks, 3 + 3 up to 1,000 "
-                                                     "tasks, 1 + 1 above."]
+                                                     "tasks, 1 + 1 above, interleaved run by run."] + paired_table(result)
+
+
+def paired_table(result: dict) -> list[str]:
+    """The same ratios as medians of per-round ratios (runs made back to back; see
+    ``bench.summarize_paired``), as a check of how much machine noise moved the ratios above."""
+    paired = result.get("parse_paired")
+    if not paired:
+        return []
+    key = "cpu_s" if result.get("metric") == "cpu" else "total_s"
+    rows = ["", "Paired check: median of the per-round ratios (the i-th runs of two contenders ran back to "
+            "back, so both saw the same machine load). Targets use the ratios of medians above.", "",
+            "| shape | warm stepcab/python, paired | cold stepcab/dag-factory, paired | pairs (warm / cold) |",
+            "|---|---|---|---|"]
+    for shape, by in paired.items():
+        w, c = by.get("warm/python", {}), by.get("cold/dagfactory", {})
+        rows.append(f"| {shape} | {_fmt(w.get(key), 2)}x | {_fmt(c.get(key), 2)}x | "
+                    f"{w.get('pairs', 0)} / {c.get('pairs', 0)} |")
+    return rows
 
 
 def markdown(result: dict) -> str:

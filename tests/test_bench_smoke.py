@@ -80,3 +80,47 @@ def test_one_parse_measurement_and_report(tmp_path):
     result["targets"] = report.evaluate_targets(result)
     md = report.markdown(result)
     assert "| 2x3 | 6 |" in md and "## Targets" in md
+
+
+def test_paired_ratios_compare_runs_made_back_to_back():
+    # round 1 ran on a slow moment (both contenders 2x slower), round 2 on a quiet one: the paired
+    # ratio is 1.2 in both rounds, while the ratio of the medians mixes the two moments
+    def run(t):
+        return {"total_s": t, "cpu_s": t, "peak_rss_mb": 100.0, "tasks": 10, "dags": 1, "import_errors": {}}
+
+    raw = {"1x10": {"stepcab": {"cold": [run(0.1)], "warm": [run(0.024), run(0.012), run(0.012)]},
+                    "dagfactory": {"cold": [run(0.2)], "warm": []},
+                    "python": {"cold": [], "warm": [run(0.020), run(0.010), {"error": "boom"}]}}}
+    paired = bench.summarize_paired(raw)["1x10"]
+    assert paired["warm/python"]["cpu_s"] == pytest.approx(1.2)
+    assert paired["warm/python"]["pairs"] == 2, "a failed run pairs with nothing"
+    assert paired["cold/dagfactory"]["total_s"] == pytest.approx(0.5)
+    result = {"metric": "cpu", "reps": 1, "parse_paired": {"1x10": paired},
+              "parse": bench.summarize_parse(raw)}
+    text = "\n".join(report.paired_table(result))
+    assert "| 1x10 | 1.20x | 0.50x | 2 / 1 |" in text
+
+
+def test_rounds_interleave_the_contenders(tmp_path, monkeypatch):
+    calls = []
+
+    caches = {}
+
+    def fake_child(script, args, env, timeout):
+        contender = os.path.basename(args[0]).split("-")[0]
+        calls.append(contender)
+        caches.setdefault(contender, set()).add(env["STEPCAB_CACHE_DIR"])
+        return {"error": "not run"}
+
+    monkeypatch.setattr(bench, "run_child", fake_child)
+    bench.parse_benchmark([(1, 2)], 2, str(tmp_path), 10, log=lambda *_: None)
+    cold, warm = bench.runs_per_rep(2)
+    per_rep = (cold + warm) * 3
+    assert len(calls) == 2 * per_rep
+    first = calls[:per_rep]
+    # every round runs each contender once, in the same order within a repetition ...
+    assert first == first[:3] * (cold + warm) and sorted(first[:3]) == ["dagfactory", "python", "stepcab"]
+    # ... and the order rotates between repetitions
+    assert calls[per_rep:per_rep + 3] != first[:3]
+    # a cold run of one contender empties only its own cache: stepcab's warm runs stay warm
+    assert len(caches["stepcab"]) == 1 and caches["stepcab"].isdisjoint(caches["python"] | caches["dagfactory"])

@@ -53,6 +53,24 @@ def test_fast_walk_finds_what_airflow_finds(tmp_path, monkeypatch):
     assert fast == through_airflow(monkeypatch, [folder])
 
 
+def test_plain_folder_needs_no_realpath_per_file_and_finds_the_same(tmp_path, monkeypatch):
+    # the usual DAGs folder: no symlinks, one folder -> paths are already unique and real
+    tree(tmp_path / "dags", {"a.yml": RECIPE, "sub/b.yml": RECIPE, ".hidden/h.yml": RECIPE,
+                             "sub/.h.yml": RECIPE, "lib/cabs.yml": "cabs: {}\n"})
+    folder = str(tmp_path / "dags")
+    expected = through_airflow(monkeypatch, [folder])
+    assert [os.path.relpath(p, folder) for p in expected] == ["a.yml", "sub/b.yml"]
+    with monkeypatch.context() as m:
+        def no_realpath(path):
+            raise AssertionError(f"realpath({path}) on the plain-folder path")
+
+        m.setattr(discovery.os.path, "realpath", no_realpath)
+        assert discovery.find_recipe_files([folder]) == expected
+    # a symlink anywhere below turns deduplication by real path back on
+    os.symlink(tmp_path / "dags" / "a.yml", tmp_path / "dags" / "sub" / "a-link.yml")
+    assert discovery.find_recipe_files([folder]) == expected
+
+
 def test_airflowignore_is_honoured_anywhere_in_the_tree(tmp_path, monkeypatch):
     tree(tmp_path / "dags", {
         "keep.yml": RECIPE,

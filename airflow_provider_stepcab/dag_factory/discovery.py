@@ -89,13 +89,16 @@ class _NeedsAirflowWalk(Exception):
     """The fast walk met an ``.airflowignore`` file or a symlink loop: Airflow's walker decides."""
 
 
-def _fast_walk(folder: str) -> list[str]:
+def _fast_walk(folder: str) -> tuple[list[str], bool]:
     """Every non-hidden file under ``folder`` (symlinks followed), as long as no ``.airflowignore``
     exists anywhere below it: then no ignore rule applies and this equals Airflow's walk, at a
-    fraction of its cost (one ``scandir`` per folder, no ``pathlib``), which every parse pays."""
+    fraction of its cost (one ``scandir`` per folder, no ``pathlib``), which every parse pays.
+
+    :returns: ``(files, saw_symlink)``."""
     out: list[str] = []
     seen: set = set()
     todo = [folder]
+    links = False
     while todo:
         current = todo.pop()
         st = os.stat(current)
@@ -109,11 +112,13 @@ def _fast_walk(folder: str) -> list[str]:
                     raise _NeedsAirflowWalk(entry.path)
                 if name.startswith("."):
                     continue
+                if entry.is_symlink():
+                    links = True
                 if entry.is_dir():
                     todo.append(entry.path)
                 else:
                     out.append(entry.path)
-    return out
+    return out, links
 
 
 def _airflow_walk(folder: str) -> Iterable[str]:
@@ -133,11 +138,14 @@ def _airflow_walk(folder: str) -> Iterable[str]:
         yield from (os.path.join(root, f) for f in sorted(files))
 
 
-def _walk(folder: str) -> Iterable[str]:
+def _walk(folder: str) -> tuple[Iterable[str], bool]:
+    """``(files, plain)``: ``plain`` when the fast walk found them without meeting a symlink (no
+    hidden path among them, and each file's path is its real path relative to ``folder``)."""
     try:
-        return _fast_walk(folder)
+        files, links = _fast_walk(folder)
+        return files, not links
     except (_NeedsAirflowWalk, OSError):
-        return _airflow_walk(folder)
+        return _airflow_walk(folder), False
 
 
 def _recipe_name(path: str) -> bool:
@@ -183,21 +191,29 @@ def looks_like_recipe_file(path: str) -> bool:
 
 
 def find_recipe_files(folders: Iterable[str]) -> list[str]:
-    """Absolute paths of the recipe files under ``folders`` (sorted per folder, deduplicated)."""
+    """Absolute paths of the recipe files under ``folders`` (sorted per folder, deduplicated by
+    real path: a symlink to a recipe found elsewhere, or a folder listed twice, adds nothing)."""
+    folders = list(folders)
     seen: set[str] = set()
     out: list[str] = []
     for folder in folders:
+        plain = False
         if os.path.isfile(folder):
             candidates: Iterable[str] = [folder]
         elif os.path.isdir(folder):
-            candidates = sorted(p for p in _walk(folder) if _recipe_name(p))
+            walked, plain = _walk(folder)
+            candidates = sorted(p for p in walked if _recipe_name(p))
         else:
             continue
+        # one plain folder (the usual DAGs folder): paths are unique and never hidden, so neither
+        # the hidden-path test nor a realpath per file (tens of microseconds each) is needed
+        quick = plain and len(folders) == 1
         for path in candidates:
-            rel_parts = os.path.relpath(path, folder).split(os.sep) if folder != path else []
-            if any(p.startswith(".") for p in rel_parts[:-1]):
-                continue
-            real = os.path.realpath(path)
+            if not quick:
+                rel_parts = os.path.relpath(path, folder).split(os.sep) if folder != path else []
+                if any(p.startswith(".") for p in rel_parts[:-1]):
+                    continue
+            real = path if quick else os.path.realpath(path)
             if real in seen or not looks_like_recipe_file(path):
                 continue
             seen.add(real)
