@@ -33,6 +33,7 @@ PARSE = textwrap.dedent('''
         "dags": {k: DagSerialization.to_dict(d) for k, d in sorted(bag.dags.items())},
         "errors": {str(k): str(v) for k, v in bag.import_errors.items()},
         "recipe_layer": sorted(m for m in sys.modules if m.split(".")[:2] == ["airflow_provider_stepcab", "recipe"]),
+        "dag_factory": sorted(m for m in sys.modules if m.startswith("airflow_provider_stepcab.dag_factory")),
     }, default=str, sort_keys=True))
 ''')
 
@@ -66,6 +67,11 @@ def test_warm_parse_is_the_cold_parse_without_the_recipe_layer(folder, tmp_path)
     assert cold["recipe_layer"], "a cold parse compiles the recipes"
     warm = parse(folder, cache)
     assert warm["recipe_layer"] == [], "a warm parse must not import the recipe layer"
+    # every module a warm parse loads costs its import at every parse: only discovery and the spec
+    # cache/materialisation (plus loops.py, whose operator class the looping recipe's DAG uses)
+    assert warm["dag_factory"] == ["airflow_provider_stepcab.dag_factory", "airflow_provider_stepcab.dag_factory.discovery",
+                                   "airflow_provider_stepcab.dag_factory.loops", "airflow_provider_stepcab.dag_factory.spec"]
+    assert "airflow_provider_stepcab.dag_factory.compile" in cold["dag_factory"]
     assert warm["dags"] == cold["dags"]
     assert any(os.scandir(cache)), "the cache directory stays empty"
 
@@ -111,7 +117,7 @@ def test_compiling_a_recipe_leaves_no_cyclic_garbage_per_step(tmp_path):
     sys.path.insert(0, str(REPO / "benchmarks"))
     import workload
 
-    from airflow_provider_stepcab.dag_factory.spec import compile_file
+    from airflow_provider_stepcab.dag_factory.compile import compile_file
 
     left = {}
     for steps in (20, 200):

@@ -2,7 +2,7 @@
 
 Put ``dags/stepcab_dags.py`` (two lines calling :func:`build_dags`) into the DAGs folder; every
 recipe file next to it (and in the extra recipe folders) becomes DAGs. See :mod:`.discovery`
-(which files/recipes), :mod:`.naming` (dag and task ids), :mod:`.settings` (``opts.airflow``),
+(which files), :mod:`.compile` (which recipes), :mod:`.spec` (the parse cache), :mod:`.naming` (dag and task ids), :mod:`.settings` (``opts.airflow``),
 :mod:`.params` (trigger form), :mod:`.builder` (DAG shape), :mod:`.dataflow` (parallel steps) and
 :mod:`.errors` (how broken recipes surface).
 
@@ -48,7 +48,7 @@ def _resolve_operator_class(operator_class: Any) -> Any:
     if operator_class is None or isinstance(operator_class, str):
         return operator_class
     from airflow_provider_stepcab.dag_factory.builder import class_path
-    from airflow_provider_stepcab.dag_factory.materialize import register_class
+    from airflow_provider_stepcab.dag_factory.spec import register_class
 
     register_class(class_path(operator_class), operator_class)
     return operator_class
@@ -56,8 +56,7 @@ def _resolve_operator_class(operator_class: Any) -> Any:
 
 def _build_file(file: str, operator_class: Any, wanted: Optional[str], dags: dict, origins: dict,
                 broken: dict) -> None:
-    from airflow_provider_stepcab.dag_factory.materialize import materialize
-    from airflow_provider_stepcab.dag_factory.spec import file_spec, to_problems
+    from airflow_provider_stepcab.dag_factory.spec import file_spec, materialize, to_problems
 
     fspec = file_spec(file, operator_class)
     if fspec["warnings"]:

@@ -1,7 +1,7 @@
 """Compile one recipe into the plain-data spec of its Airflow DAG (:func:`compile_dag`).
 
-The spec is what the parse cache stores (:mod:`.spec`); :mod:`.materialize` turns it into the DAG,
-so a warm parse never touches the recipe. :func:`build_dag` does both. Shape of the DAG:
+The spec is what the parse cache stores (:mod:`.spec`); :func:`~.spec.materialize` turns it into
+the DAG, so a warm parse never touches the recipe. :func:`build_dag` does both. Shape of the DAG:
 
 - one task per **cab step** (task id: :func:`.naming.task_id_for`), created with
   ``operator_class(task_id=..., recipe_file=..., recipe_name=..., step_path=[labels...],
@@ -138,7 +138,7 @@ def _has_file_outputs(step: Any) -> bool:
 
 
 class _Compiler:
-    """Emits the plain-data spec of one DAG (:mod:`.materialize` documents its shape)."""
+    """Emits the plain-data spec of one DAG (:mod:`.spec` documents its shape)."""
 
     def __init__(self, recipe: Any, recipe_file: str, settings: AirflowSettings, operator_class: Any,
                  config_tree: Any = None):
@@ -228,7 +228,7 @@ def _dag_kwargs(recipe: Any, recipe_file: str, settings: AirflowSettings) -> dic
 
 def compile_dag(*, dag_id: str, recipe: Any, recipe_file: str, settings: AirflowSettings,
                 operator_class: Any, problems: Problems, config_tree: Any = None) -> Optional[dict]:
-    """The spec of ``recipe``'s DAG (see the module docstring and :mod:`.materialize`).
+    """The spec of ``recipe``'s DAG (see the module docstring and :mod:`.spec`).
 
     :param operator_class: one operator class (or ``"module:Class"``) for every step, or ``None``
         to choose per step from its backend settings (:mod:`.operator_choice`).
@@ -280,11 +280,11 @@ def _valid_default(default: Any, schema: dict) -> bool:
 
 def build_dag(*, dag_id: str, recipe: Any, recipe_file: str, settings: AirflowSettings,
               operator_class: Any, problems: Problems, config_tree: Any = None) -> Any:
-    """Create the DAG of ``recipe``: :func:`compile_dag`, then :func:`~.materialize.materialize`.
+    """Create the DAG of ``recipe``: :func:`compile_dag`, then :func:`~.spec.materialize`.
 
     :return: the DAG, or ``None`` when the recipe cannot be turned into one (see ``problems``).
     """
-    from airflow_provider_stepcab.dag_factory.materialize import materialize, register_class
+    from airflow_provider_stepcab.dag_factory.spec import materialize, register_class
 
     if operator_class is not None and not isinstance(operator_class, str):
         register_class(class_path(operator_class), operator_class)

@@ -1,4 +1,4 @@
-"""Find recipe files and decide which recipes become DAGs.
+"""Find the recipe files of a DAGs folder (every parse, warm ones included, runs this).
 
 **Where.** The folder of the loader ``.py`` (normally the DAGs folder or the root of a DAG bundle)
 searched recursively, plus every folder in Airflow config ``[stepcab] recipe_folders``
@@ -11,25 +11,13 @@ Hidden files and folders are skipped and ``.airflowignore`` files are honoured l
 YAML (compose files, CI configs) without parsing them, and still catches a recipe whose YAML is
 broken so its error is reported.
 
-**Which recipes** (of a file, after loading it with :func:`~..recipe.api.load_file`):
-
-- ``DEFAULT: name`` set → only that recipe is a DAG (the others are its building blocks);
-- otherwise every top-level recipe of the file is a DAG;
-- a file without top-level recipes (cabs and ``lib`` only) gives no DAG and no error;
-- a file whose recipes are also used as sub-recipes by other files (through ``_include``) still
-  gives its own DAGs: a top-level recipe is runnable on its own, exactly like ``stimela run
-  file.yml name``. Keep pure library files out with ``.airflowignore`` or put their recipes under
-  ``lib.recipes``.
-
-**Which problems break which recipe.** An error whose key path starts with a recipe's name
-(``myrecipe.steps.s1.cab``) breaks that recipe only; any other error (YAML syntax, includes,
-cabs, ``opts``) breaks every recipe of the file. Warnings are logged and never break anything.
+Which recipes of a file become DAGs: :mod:`.compile`.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional
 
 ENV_FOLDERS = "STEPCAB_RECIPE_FOLDERS"
 IGNORE_FILE = ".airflowignore"
@@ -38,24 +26,6 @@ RECIPE_SUFFIXES = (".yml", ".yaml")
 _KEYS = (b"steps", b"DEFAULT", b"_include")
 _BLANK = b" \t"
 _WORD = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
-
-
-class RecipeChoice:
-    """One recipe of a file that should become a DAG, or the reasons it cannot (``errors``).
-
-    A plain class, not a dataclass: this module is imported by every parse, warm ones included.
-    """
-
-    __slots__ = ("file", "name", "recipe", "config", "is_default", "errors")
-
-    def __init__(self, file: str, name: str, recipe: Any, config: Any, is_default: bool,
-                 errors: Optional[list] = None):
-        self.file, self.name, self.recipe, self.config = file, name, recipe, config
-        self.is_default = is_default
-        self.errors = list(errors or [])
-
-    def __repr__(self) -> str:
-        return f"RecipeChoice({self.file!r}, {self.name!r}, errors={len(self.errors)})"
 
 
 def extra_folders() -> list[str]:
@@ -219,34 +189,3 @@ def find_recipe_files(folders: Iterable[str]) -> list[str]:
             seen.add(real)
             out.append(os.path.abspath(path))
     return out
-
-
-def _owner(key: str, names: Iterable[str]) -> Optional[str]:
-    head = str(key or "").split(".")[0]
-    return head if head in set(names) else None
-
-
-def choose_recipes(result: Any) -> tuple[list[RecipeChoice], list]:
-    """Split a :class:`~..recipe.api.FileResult` into recipes to build and file-level errors.
-
-    :return: ``(choices, file_errors)``; a choice with ``errors`` is broken (file-level errors are
-        copied into every choice). When the file has errors but no recipe could even be named,
-        ``choices`` is empty and ``file_errors`` is not.
-    """
-    config = getattr(result, "config", None)
-    names = list(getattr(config, "recipe_names", None) or []) or list(result.recipes)
-    default = getattr(result, "default", None)
-    errors = list(result.problems.errors)
-    file_errors = [p for p in errors if _owner(p.key, names) is None]
-    chosen = [default] if default else names
-    choices = []
-    for name in chosen:
-        own = [p for p in errors if _owner(p.key, names) == name]
-        recipe = result.recipes.get(name)
-        choice = RecipeChoice(result.file, name, recipe, config, bool(default), file_errors + own)
-        if recipe is None and not choice.errors:
-            from airflow_provider_stepcab.recipe.errors import Loc, Problem
-
-            choice.errors.append(Problem(Loc(result.file, 0), name, f"recipe '{name}' could not be built"))
-        choices.append(choice)
-    return choices, file_errors

@@ -152,7 +152,7 @@ def param_spec(name: str, param: Parameter, recipe_default: Any = UNSET) -> dict
 def param_specs(recipe: Any, problems: Optional[Problems] = None) -> list:
     """The run params of ``recipe`` as plain data: ``[name, has_default, default, description,
     schema]`` for its settable inputs plus the control params (made into ``Param`` objects by
-    :func:`~.materialize.make_params`).
+    :func:`~.spec.make_params`).
 
     :param recipe: a :class:`~airflow_provider_stepcab.recipe.model.Recipe`.
     :param problems: receives a warning when an input shadows a control param.
@@ -182,6 +182,6 @@ def param_specs(recipe: Any, problems: Optional[Problems] = None) -> list:
 
 def build_params(recipe: Any, problems: Optional[Problems] = None) -> dict:
     """Return ``{name: Param}`` for the recipe's settable inputs plus the control params."""
-    from airflow_provider_stepcab.dag_factory.materialize import make_params
+    from airflow_provider_stepcab.dag_factory.spec import make_params
 
     return make_params(param_specs(recipe, problems))

@@ -1,8 +1,8 @@
-"""What one recipe file turns into, as plain data, cached across parses.
+"""What one recipe file turns into, as plain data, cached across parses, and the DAGs made from it.
 
 Airflow re-parses the DAGs folder every 30 s in fresh processes, and nearly always nothing has
 changed. :func:`file_spec` therefore caches, per recipe file, the *compiled* result: the spec of
-each DAG (:mod:`.materialize`), the file's errors and warnings. A warm parse reads that entry,
+each DAG (below), the file's errors and warnings. A warm parse reads that entry,
 checks the SHA-256 of every file the recipe was built from (includes and cult-cargo's config too,
 see :mod:`~airflow_provider_stepcab.diskcache`) and materialises the DAGs; the recipe layer
 is not even imported. Any edit to one of those files, to a module of this package that built the
@@ -18,15 +18,36 @@ A file spec is a dict::
 
 where a problem is the tuple ``(file, line, key, message, severity, code)``
 (:func:`to_problems` makes :class:`~airflow_provider_stepcab.recipe.errors.Problem` objects).
+
+**DAG specs** (made by :mod:`.builder`, turned into DAGs by :func:`materialize`): a warm parse
+runs only this module besides file discovery and the cache store; it imports nothing from the
+recipe layer, only Airflow's SDK and the operator classes the spec names (each once per
+process). A DAG spec is a dict:
+
+- ``dag_id``, ``dag_kwargs`` (keyword arguments of ``DAG``), ``params`` (see :func:`make_params`);
+- ``body``: the top level, a *level* or, for a looping top recipe, a *loop* node;
+- ``build``: keyword arguments of the image build task, or ``None``.
+
+Nodes (all dicts, key ``k`` is the kind):
+
+- ``task``: ``cls`` (``"module:Class"``), ``kw`` (operator kwargs), ``loop`` (True: the task gets the
+  enclosing mapped group's ``loop_value``);
+- ``group``: a TaskGroup with ``id``, ``tooltip`` and a ``level``;
+- ``loop``: a mapped TaskGroup with ``id``, ``prefix``, ``tooltip``, ``values`` (a literal list) or
+  ``values_task`` (kwargs of a :class:`~.loops.StepcabLoopValuesOperator` whose XCom is mapped over),
+  and a ``level``.
+
+A *level* is ``{"nodes": [[label, node], ...], "edges": [[up_label, down_label], ...]}``.
+
+Cold misses are compiled by :mod:`.compile`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
+import importlib
 import os
 import threading
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from airflow_provider_stepcab import diskcache
 
@@ -36,85 +57,11 @@ _memory: dict[Any, tuple[dict, dict]] = {}
 _lock = threading.Lock()
 
 
-def _tuple(p: Any) -> tuple:
-    return (str(p.loc.file), int(p.loc.line or 0), p.key, p.message, p.severity, p.code)
-
-
 def to_problems(items: list) -> list:
     """:class:`~airflow_provider_stepcab.recipe.errors.Problem` objects from problem tuples."""
     from airflow_provider_stepcab.recipe.errors import Loc, Problem
 
     return [Problem(Loc(f, line), key, msg, severity, code) for f, line, key, msg, severity, code in items]
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Loading builds large acyclic trees: with Airflow's ~200k objects in the heap every automatic
-    full collection meanwhile costs ~0.1 s. Objects are still freed by reference counting; the
-    cyclic collector resumes afterwards."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def compile_file(file: str, operator_class: Any = None) -> tuple[dict, list[str], bool]:
-    """Load and compile every DAG of ``file``.
-
-    :return: ``(file spec, files read, cacheable)``; not cacheable after an internal error.
-    """
-    with _gc_paused():
-        return _compile_file(file, operator_class)
-
-
-def _compile_file(file: str, operator_class: Any) -> tuple[dict, list[str], bool]:
-    from airflow_provider_stepcab.dag_factory.builder import compile_dag
-    from airflow_provider_stepcab.dag_factory.discovery import choose_recipes
-    from airflow_provider_stepcab.dag_factory.naming import dag_id_for
-    from airflow_provider_stepcab.dag_factory.settings import (
-        airflow_section,
-        parse_settings,
-    )
-    from airflow_provider_stepcab.recipe.api import files_read, load_file
-    from airflow_provider_stepcab.recipe.errors import Loc, Problems
-
-    out: dict = {"dags": [], "errors": [], "warnings": []}
-    try:
-        result = load_file(file, persist=False)
-    except Exception as exc:  # noqa: BLE001 - one file never breaks the others
-        out["errors"].append((file, 0, "", f"internal error while loading: {exc!r}", "error", "internal"))
-        return out, [file], False
-    choices, file_errors = choose_recipes(result)
-    out["warnings"] = [_tuple(p) for p in result.problems.warnings]
-    if file_errors and not choices:
-        out["errors"] = [_tuple(p) for p in file_errors]
-    tree = getattr(result.config, "tree", None)
-    section = airflow_section(tree)
-    cacheable = True
-    for choice in choices:
-        problems = Problems()
-        problems.extend(choice.errors)
-        settings = parse_settings(section, choice.name, problems, loc=Loc(file, 0))
-        dag_id = dag_id_for(file, choice.name, is_default=choice.is_default, override=settings.dag_id)
-        loc = getattr(choice.recipe, "loc", None) or Loc(file, 0)
-        spec = None
-        if not problems.errors:
-            try:
-                spec = compile_dag(dag_id=dag_id, recipe=choice.recipe, recipe_file=file, settings=settings,
-                                   operator_class=operator_class, problems=problems, config_tree=tree)
-            except Exception as exc:  # noqa: BLE001
-                problems.error(loc, choice.name, f"cannot build the DAG: {exc}", "airflow-build")
-                cacheable = False
-        out["dags"].append({
-            "dag_id": dag_id, "recipe": choice.name, "loc": (str(loc.file), int(loc.line or 0)),
-            "spec": None if problems.errors else spec,
-            "errors": [_tuple(p) for p in problems.errors],
-            "warnings": [_tuple(p) for p in problems.warnings if p not in result.problems.warnings],
-        })
-    return out, files_read(result), cacheable
 
 
 def _key(file: str, class_key: Optional[str]) -> tuple:
@@ -142,6 +89,8 @@ def file_spec(file: str, operator_class: Any = None) -> dict:
         return hit[1]
     found, value, digests = diskcache.get(key) if persist else (False, None, {})
     if not found:
+        from airflow_provider_stepcab.dag_factory.compile import compile_file
+
         value, files, cacheable = compile_file(file, operator_class)
         digests = {f: diskcache.digest(f) for f in files}
         if not cacheable:
@@ -157,3 +106,122 @@ def clear_memory() -> None:
     """Forget the in-process entries (tests)."""
     with _lock:
         _memory.clear()
+
+
+# ------------------------------------------------------------------ materialisation
+LOOP_VALUES_CLASS = "airflow_provider_stepcab.dag_factory.loops:StepcabLoopValuesOperator"
+BUILD_CLASS = "airflow_provider_stepcab.operators.build:StepcabBuildImagesOperator"
+
+#: "module:Class" -> class, filled as specs are materialised (import once per process)
+_classes: dict[str, Any] = {}
+
+
+def register_class(path: str, cls: Any) -> None:
+    """Make ``path`` resolve to ``cls`` without importing (classes not importable by name)."""
+    _classes[path] = cls
+
+
+def operator_class(path: str) -> Any:
+    """The class named by ``"package.module:Class"`` (or ``package.module.Class``)."""
+    cls = _classes.get(path)
+    if cls is None:
+        module, sep, name = path.partition(":")
+        if not sep:
+            module, _, name = path.rpartition(".")
+        cls = _classes[path] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def make_params(specs: list) -> dict:
+    """``{name: Param}`` from ``[name, has_default, default, description, schema], ...]``."""
+    from airflow.sdk import Param
+
+    out = {}
+    for name, has_default, default, description, schema in specs:
+        out[name] = Param(default, description=description, **schema) if has_default \
+            else Param(description=description, **schema)
+    return out
+
+
+def _task(node: dict, loop_value: Any) -> Any:
+    kwargs = dict(node["kw"])
+    if node.get("loop"):
+        kwargs["loop_value"] = loop_value
+    op = operator_class(node["cls"])(**kwargs)
+    if node.get("loop") and "loop_value" not in op.template_fields:
+        # the mapped value must be resolved per map index like a templated field
+        op.template_fields = (*op.template_fields, "loop_value")
+    return op
+
+
+def _level(level: dict, loop_value: Any) -> tuple:
+    """Create the nodes of ``level`` and wire its edges; return ``(heads, tails)``."""
+    made: dict[str, tuple] = {}
+    for label, node in level["nodes"]:
+        kind = node["k"]
+        if kind == "task":
+            t = _task(node, loop_value)
+            made[label] = (t, t)
+        elif kind == "loop":
+            made[label] = _loop(node)
+        else:
+            from airflow.sdk import TaskGroup
+
+            with TaskGroup(group_id=node["id"], tooltip=node.get("tooltip") or "") as group:
+                _level(node["level"], loop_value)
+            made[label] = (group, group)
+    has_up, has_down = set(), set()
+    for up, down in level["edges"]:
+        made[up][1] >> made[down][0]
+        has_up.add(down)
+        has_down.add(up)
+    heads = [made[lbl][0] for lbl in made if lbl not in has_up]
+    tails = [made[lbl][1] for lbl in made if lbl not in has_down]
+    return heads, tails
+
+
+def _loop(node: dict) -> tuple:
+    """A mapped TaskGroup; returns ``(head, tail)``."""
+    from airflow.sdk import task_group
+
+    values_task = None
+    if node.get("values_task") is not None:
+        values_task = operator_class(LOOP_VALUES_CLASS)(**node["values_task"])
+        values: Any = values_task.output
+    else:
+        values = list(node["values"])
+
+    def body(loop_value: Any) -> None:
+        _level(node["level"], loop_value)
+
+    body.__name__ = node["id"]
+    group = task_group(group_id=node["id"], prefix_group_id=node["prefix"],
+                       tooltip=node.get("tooltip") or "")(body).expand(loop_value=values)
+    if values_task is not None:
+        values_task >> group
+    return (values_task or group), group
+
+
+def materialize(spec: dict, *, dag_class: Optional[Any] = None) -> Any:
+    """Create the Airflow DAG described by ``spec`` (see the module docstring)."""
+    if dag_class is None:
+        from airflow.sdk import DAG as dag_class  # noqa: N811
+
+    dag = dag_class(dag_id=spec["dag_id"], auto_register=False, **spec["dag_kwargs"])
+    with dag:
+        body = spec["body"]
+        if body.get("k") == "loop":
+            _loop(body)
+        else:
+            _level(body, None)
+        if spec.get("build") is not None:
+            roots = list(dag.roots)
+            build = operator_class(BUILD_CLASS)(**spec["build"])
+            for root in roots:
+                build >> root
+    # Params go on the DAG only now: every operator created inside a DAG deep-copies the DAG's
+    # params into its own (once per class of its hierarchy), which is quadratic in recipe size.
+    # Airflow merges DAG params into the task context at run time (``process_params``: dag.params,
+    # then task.params, then conf), so tasks without a copy behave the same and serialise smaller.
+    dag.params = make_params(spec["params"])
+    return dag

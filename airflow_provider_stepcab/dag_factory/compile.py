@@ -1,0 +1,146 @@
+"""Compile one recipe file into its file spec (the cold half of :mod:`.spec`).
+
+Runs only when :func:`~.spec.file_spec` finds no valid cache entry: it loads the file through
+the recipe layer, picks the recipes that become DAGs (:func:`choose_recipes`), parses their
+``opts.airflow`` settings and compiles each DAG's spec (:func:`~.builder.compile_dag`). Kept apart
+from :mod:`.spec` so that warm parses do not even load this code.
+
+**Which recipes** (of a file, after loading it with :func:`~..recipe.api.load_file`):
+
+- ``DEFAULT: name`` set → only that recipe is a DAG (the others are its building blocks);
+- otherwise every top-level recipe of the file is a DAG;
+- a file without top-level recipes (cabs and ``lib`` only) gives no DAG and no error;
+- a file whose recipes are also used as sub-recipes by other files (through ``_include``) still
+  gives its own DAGs: a top-level recipe is runnable on its own, exactly like ``stimela run
+  file.yml name``. Keep pure library files out with ``.airflowignore`` or put their recipes under
+  ``lib.recipes``.
+
+**Which problems break which recipe.** An error whose key path starts with a recipe's name
+(``myrecipe.steps.s1.cab``) breaks that recipe only; any other error (YAML syntax, includes,
+cabs, ``opts``) breaks every recipe of the file. Warnings are logged and never break anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from typing import Any, Iterable, Iterator, Optional
+
+
+def _tuple(p: Any) -> tuple:
+    return (str(p.loc.file), int(p.loc.line or 0), p.key, p.message, p.severity, p.code)
+
+
+class RecipeChoice:
+    """One recipe of a file that should become a DAG, or the reasons it cannot (``errors``)."""
+
+    __slots__ = ("file", "name", "recipe", "config", "is_default", "errors")
+
+    def __init__(self, file: str, name: str, recipe: Any, config: Any, is_default: bool,
+                 errors: Optional[list] = None):
+        self.file, self.name, self.recipe, self.config = file, name, recipe, config
+        self.is_default = is_default
+        self.errors = list(errors or [])
+
+    def __repr__(self) -> str:
+        return f"RecipeChoice({self.file!r}, {self.name!r}, errors={len(self.errors)})"
+
+
+def _owner(key: str, names: Iterable[str]) -> Optional[str]:
+    head = str(key or "").split(".")[0]
+    return head if head in set(names) else None
+
+
+def choose_recipes(result: Any) -> tuple[list[RecipeChoice], list]:
+    """Split a :class:`~..recipe.api.FileResult` into recipes to build and file-level errors.
+
+    :return: ``(choices, file_errors)``; a choice with ``errors`` is broken (file-level errors are
+        copied into every choice). When the file has errors but no recipe could even be named,
+        ``choices`` is empty and ``file_errors`` is not.
+    """
+    config = getattr(result, "config", None)
+    names = list(getattr(config, "recipe_names", None) or []) or list(result.recipes)
+    default = getattr(result, "default", None)
+    errors = list(result.problems.errors)
+    file_errors = [p for p in errors if _owner(p.key, names) is None]
+    chosen = [default] if default else names
+    choices = []
+    for name in chosen:
+        own = [p for p in errors if _owner(p.key, names) == name]
+        recipe = result.recipes.get(name)
+        choice = RecipeChoice(result.file, name, recipe, config, bool(default), file_errors + own)
+        if recipe is None and not choice.errors:
+            from airflow_provider_stepcab.recipe.errors import Loc, Problem
+
+            choice.errors.append(Problem(Loc(result.file, 0), name, f"recipe '{name}' could not be built"))
+        choices.append(choice)
+    return choices, file_errors
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Loading builds large acyclic trees: with Airflow's ~200k objects in the heap every automatic
+    full collection meanwhile costs ~0.1 s. Objects are still freed by reference counting; the
+    cyclic collector resumes afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def compile_file(file: str, operator_class: Any = None) -> tuple[dict, list[str], bool]:
+    """Load and compile every DAG of ``file``.
+
+    :return: ``(file spec, files read, cacheable)``; not cacheable after an internal error.
+    """
+    with _gc_paused():
+        return _compile_file(file, operator_class)
+
+
+def _compile_file(file: str, operator_class: Any) -> tuple[dict, list[str], bool]:
+    from airflow_provider_stepcab.dag_factory.builder import compile_dag
+    from airflow_provider_stepcab.dag_factory.naming import dag_id_for
+    from airflow_provider_stepcab.dag_factory.settings import (
+        airflow_section,
+        parse_settings,
+    )
+    from airflow_provider_stepcab.recipe.api import files_read, load_file
+    from airflow_provider_stepcab.recipe.errors import Loc, Problems
+
+    out: dict = {"dags": [], "errors": [], "warnings": []}
+    try:
+        result = load_file(file, persist=False)
+    except Exception as exc:  # noqa: BLE001 - one file never breaks the others
+        out["errors"].append((file, 0, "", f"internal error while loading: {exc!r}", "error", "internal"))
+        return out, [file], False
+    choices, file_errors = choose_recipes(result)
+    out["warnings"] = [_tuple(p) for p in result.problems.warnings]
+    if file_errors and not choices:
+        out["errors"] = [_tuple(p) for p in file_errors]
+    tree = getattr(result.config, "tree", None)
+    section = airflow_section(tree)
+    cacheable = True
+    for choice in choices:
+        problems = Problems()
+        problems.extend(choice.errors)
+        settings = parse_settings(section, choice.name, problems, loc=Loc(file, 0))
+        dag_id = dag_id_for(file, choice.name, is_default=choice.is_default, override=settings.dag_id)
+        loc = getattr(choice.recipe, "loc", None) or Loc(file, 0)
+        spec = None
+        if not problems.errors:
+            try:
+                spec = compile_dag(dag_id=dag_id, recipe=choice.recipe, recipe_file=file, settings=settings,
+                                   operator_class=operator_class, problems=problems, config_tree=tree)
+            except Exception as exc:  # noqa: BLE001
+                problems.error(loc, choice.name, f"cannot build the DAG: {exc}", "airflow-build")
+                cacheable = False
+        out["dags"].append({
+            "dag_id": dag_id, "recipe": choice.name, "loc": (str(loc.file), int(loc.line or 0)),
+            "spec": None if problems.errors else spec,
+            "errors": [_tuple(p) for p in problems.errors],
+            "warnings": [_tuple(p) for p in problems.warnings if p not in result.problems.warnings],
+        })
+    return out, files_read(result), cacheable
