@@ -127,12 +127,11 @@ def summarize_paired(raw: dict) -> dict:
         out[shape] = {}
         for mode, other in PAIRS:
             ours, theirs = by.get("stepcab", {}).get(mode, []), by.get(other, {}).get(mode, [])
-            entry = {}
+            ok = [(a, b) for a, b in zip(ours, theirs) if "error" not in a and "error" not in b]
+            entry: dict = {"pairs": len(ok)}
             for key in ("total_s", "cpu_s"):
-                ratios = [a[key] / b[key] for a, b in zip(ours, theirs)
-                          if "error" not in a and "error" not in b and b.get(key)]
+                ratios = [a[key] / b[key] for a, b in ok if b.get(key)]
                 entry[key] = statistics.median(ratios) if ratios else None
-                entry["pairs"] = len(ratios)
             out[shape][f"{mode}/{other}"] = entry
     return out
 
@@ -222,7 +221,8 @@ def main(argv: list | None = None) -> int:
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
         "versions": {"airflow": airflow.__version__, "dag_factory": dagfactory_version},
-        "parse": summarize_parse(raw), "parse_paired": summarize_paired(raw), "parse_raw": raw, "tasks": tasks, "slurm": run_slurm(args, work),
+        "parse": summarize_parse(raw), "parse_paired": summarize_paired(raw), "parse_raw": raw,
+        "tasks": tasks, "slurm": run_slurm(args, work),
     }
     result["targets"] = report.evaluate_targets(result)
     os.makedirs(args.out, exist_ok=True)

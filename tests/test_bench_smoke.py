@@ -103,7 +103,6 @@ def test_paired_ratios_compare_runs_made_back_to_back():
 
 def test_rounds_interleave_the_contenders(tmp_path, monkeypatch):
     calls = []
-
     caches = {}
 
     def fake_child(script, args, env, timeout):
@@ -123,4 +122,5 @@ def test_rounds_interleave_the_contenders(tmp_path, monkeypatch):
     # ... and the order rotates between repetitions
     assert calls[per_rep:per_rep + 3] != first[:3]
     # a cold run of one contender empties only its own cache: stepcab's warm runs stay warm
-    assert len(caches["stepcab"]) == 1 and caches["stepcab"].isdisjoint(caches["python"] | caches["dagfactory"])
+    assert len(caches["stepcab"]) == 1
+    assert caches["stepcab"].isdisjoint(caches["python"] | caches["dagfactory"])

@@ -69,8 +69,8 @@ def test_warm_parse_is_the_cold_parse_without_the_recipe_layer(folder, tmp_path)
     assert warm["recipe_layer"] == [], "a warm parse must not import the recipe layer"
     # every module a warm parse loads costs its import at every parse: only discovery and the spec
     # cache/materialisation (plus loops.py, whose operator class the looping recipe's DAG uses)
-    assert warm["dag_factory"] == ["airflow_provider_stepcab.dag_factory", "airflow_provider_stepcab.dag_factory.discovery",
-                                   "airflow_provider_stepcab.dag_factory.loops", "airflow_provider_stepcab.dag_factory.spec"]
+    pkg = "airflow_provider_stepcab.dag_factory"
+    assert warm["dag_factory"] == [pkg, f"{pkg}.discovery", f"{pkg}.loops", f"{pkg}.spec"]
     assert "airflow_provider_stepcab.dag_factory.compile" in cold["dag_factory"]
     assert warm["dags"] == cold["dags"]
     assert any(os.scandir(cache)), "the cache directory stays empty"

@@ -2,7 +2,8 @@
 
 Put ``dags/stepcab_dags.py`` (two lines calling :func:`build_dags`) into the DAGs folder; every
 recipe file next to it (and in the extra recipe folders) becomes DAGs. See :mod:`.discovery`
-(which files), :mod:`.compile` (which recipes), :mod:`.spec` (the parse cache), :mod:`.naming` (dag and task ids), :mod:`.settings` (``opts.airflow``),
+(which files), :mod:`.compile` (which recipes), :mod:`.spec` (the parse cache and materialising
+DAGs), :mod:`.naming` (dag and task ids), :mod:`.settings` (``opts.airflow``),
 :mod:`.params` (trigger form), :mod:`.builder` (DAG shape), :mod:`.dataflow` (parallel steps) and
 :mod:`.errors` (how broken recipes surface).
 
