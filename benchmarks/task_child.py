@@ -5,7 +5,7 @@
    ``BashOperator``; runs interleaved, medians and the ratio stepcab/bash.
 2. Per-step time inside our code for a cab with 100 parameters: run-time resolution
    (``operators.resolve.resolve``: namespaces, formulas, validation, backend choice) plus the
-   command line (``operators.native.native_argv``), repeated, in milliseconds per step.
+   command line (``operators.native_run.native_argv``), repeated, in milliseconds per step.
 
 Usage: ``python task_child.py WORKDIR [--reps R] [--tasks K]``; prints ``BENCH_RESULT {json}``.
 """
@@ -109,7 +109,7 @@ def step_resolution(work: str, reps: int) -> dict:
     from pathlib import Path
 
     from airflow_provider_stepcab.operators import resolve as R
-    from airflow_provider_stepcab.operators.native import native_argv
+    from airflow_provider_stepcab.operators.native_run import native_argv
     from airflow_provider_stepcab.operators.overrides import parse_overrides
     from airflow_provider_stepcab.recipe.api import load_recipe
     from airflow_provider_stepcab.runtime.workdir import Workdir

@@ -34,6 +34,7 @@ PARSE = textwrap.dedent('''
         "errors": {str(k): str(v) for k, v in bag.import_errors.items()},
         "recipe_layer": sorted(m for m in sys.modules if m.split(".")[:2] == ["airflow_provider_stepcab", "recipe"]),
         "dag_factory": sorted(m for m in sys.modules if m.startswith("airflow_provider_stepcab.dag_factory")),
+        "operators": sorted(m for m in sys.modules if m.startswith("airflow_provider_stepcab.operators.")),
     }, default=str, sort_keys=True))
 ''')
 
@@ -72,6 +73,11 @@ def test_warm_parse_is_the_cold_parse_without_the_recipe_layer(folder, tmp_path)
     pkg = "airflow_provider_stepcab.dag_factory"
     assert warm["dag_factory"] == [pkg, f"{pkg}.discovery", f"{pkg}.loops", f"{pkg}.spec"]
     assert "airflow_provider_stepcab.dag_factory.compile" in cold["dag_factory"]
+    # operators: the classes the DAGs use, not what a task does when it runs (running.py, the
+    # mechanisms' *_run.py, resolve.py): a parse creates operators, it never runs one
+    ops = "airflow_provider_stepcab.operators"
+    classes = {f"{ops}.base", f"{ops}.native", f"{ops}.singularity", f"{ops}.podman"}
+    assert f"{ops}.base" in warm["operators"] and set(warm["operators"]) <= classes, warm["operators"]
     assert warm["dags"] == cold["dags"]
     assert any(os.scandir(cache)), "the cache directory stays empty"
 

@@ -131,3 +131,48 @@ def test_defining_a_record_is_cheaper_than_a_dataclass():
     dc = min(define(dataclasses.dataclass(frozen=True)) for _ in range(3))
     rec = min(define(record(frozen=True)) for _ in range(3))
     assert rec < 0.8 * dc, (rec, dc)
+
+
+def test_init_is_compiled_by_the_first_instance_with_dataclass_arguments():
+    _, R = twins(True)
+    placeholder = R.__init__
+    assert R(1).tags == []  # the first instance compiles it
+    assert R.__init__ is not placeholder and R.__init__.__qualname__.endswith("Point.__init__")
+    compiled = R.__init__
+    assert R(2, "b").y == "b" and R.__init__ is compiled, "compiled once"
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'x'"):
+        R()
+    with pytest.raises(TypeError, match="takes from 2 to 5 positional arguments"):
+        R(1, 2, 3, 4, 5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'z'"):
+        R(1, z=2)
+
+
+def test_init_false_fields_and_post_init_work_as_in_dataclasses():
+    for decorator in (dataclasses.dataclass, record):
+        @decorator
+        class Job:
+            name: str
+            state: str = field(default="new", init=False)
+            log: list = field(default_factory=list, init=False)
+
+            def __post_init__(self) -> None:
+                self.log.append(f"made {self.name}")
+
+        j = Job("a")
+        assert (j.state, j.log) == ("new", ["made a"]) and Job("b").log is not j.log
+        with pytest.raises(TypeError):
+            Job("a", "running")
+
+
+def test_definitions_dataclasses_refuse_are_refused_when_defined():
+    with pytest.raises(TypeError, match="non-default argument 'b' follows default argument"):
+        @record
+        class Bad:
+            a: int = 1
+            b: int
+    with pytest.raises(TypeError, match="plain fields only"):
+        @record
+        class WithInitVar:
+            a: int
+            b: dataclasses.InitVar[int] = 0

@@ -26,11 +26,15 @@ log = logging.getLogger("airflow_provider_stepcab.dag_factory")
 
 def __getattr__(name: str) -> Any:
     # RecipeImportError lives in .errors, imported only when something is broken (warm parses of
-    # good recipes never need it)
+    # good recipes never need it); build_recipe_dag in .compile
     if name == "RecipeImportError":
         from airflow_provider_stepcab.dag_factory.errors import RecipeImportError
 
         return RecipeImportError
+    if name == "build_recipe_dag":  # compile-only: ``stepcab run``'s generated DAG file
+        from airflow_provider_stepcab.dag_factory.compile import build_recipe_dag
+
+        return build_recipe_dag
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -153,34 +157,3 @@ def build_dags(globals_dict: Optional[dict] = None, *, folders: Optional[Iterabl
         report_broken(broken, loader_file=loader_file)
     log.debug("stepcab: %d DAG(s) from %d recipe file(s)", len(dags), len(paths))
     return dags
-
-
-def build_recipe_dag(recipe_file: str, recipe_name: str) -> Any:
-    """Build the DAG of one named recipe of ``recipe_file`` (any recipe, not only the DEFAULT).
-
-    Used by ``stepcab run``'s generated DAG file.
-
-    :raises RecipeImportError: with every error (file:line, key, message) when it cannot be built.
-    """
-    from airflow_provider_stepcab.dag_factory.builder import build_dag
-    from airflow_provider_stepcab.dag_factory.errors import raise_broken
-    from airflow_provider_stepcab.dag_factory.naming import dag_id_for
-    from airflow_provider_stepcab.dag_factory.settings import (
-        airflow_section,
-        parse_settings,
-    )
-    from airflow_provider_stepcab.recipe.api import load_recipe_result
-
-    result = load_recipe_result(recipe_file, recipe_name)
-    problems = result.problems
-    if result.recipe is None or problems.errors:
-        raise_broken({recipe_file: list(problems.errors)})
-    tree = getattr(result.config, "tree", None) or {}
-    settings = parse_settings(airflow_section(tree), recipe_name, problems)
-    is_default = getattr(result.config, "default", None) == recipe_name
-    dag_id = dag_id_for(recipe_file, recipe_name, is_default=is_default, override=settings.dag_id)
-    dag = build_dag(dag_id=dag_id, recipe=result.recipe, recipe_file=recipe_file, settings=settings,
-                    operator_class=None, problems=problems, config_tree=tree)
-    if dag is None:
-        raise_broken({recipe_file: list(problems.errors)})
-    return dag

@@ -3,7 +3,8 @@
 Runs only when :func:`~.spec.file_spec` finds no valid cache entry: it loads the file through
 the recipe layer, picks the recipes that become DAGs (:func:`choose_recipes`), parses their
 ``opts.airflow`` settings and compiles each DAG's spec (:func:`~.builder.compile_dag`). Kept apart
-from :mod:`.spec` so that warm parses do not even load this code.
+from :mod:`.spec` so that warm parses do not even load this code. :func:`build_recipe_dag` (the DAG
+of any one named recipe, for ``stepcab run``) builds without the cache.
 
 **Which recipes** (of a file, after loading it with :func:`~..recipe.api.load_file`):
 
@@ -144,3 +145,34 @@ def _compile_file(file: str, operator_class: Any) -> tuple[dict, list[str], bool
             "warnings": [_tuple(p) for p in problems.warnings if p not in result.problems.warnings],
         })
     return out, files_read(result), cacheable
+
+
+def build_recipe_dag(recipe_file: str, recipe_name: str) -> Any:
+    """Build the DAG of one named recipe of ``recipe_file`` (any recipe, not only the DEFAULT).
+
+    Used by ``stepcab run``'s generated DAG file.
+
+    :raises RecipeImportError: with every error (file:line, key, message) when it cannot be built.
+    """
+    from airflow_provider_stepcab.dag_factory.builder import build_dag
+    from airflow_provider_stepcab.dag_factory.errors import raise_broken
+    from airflow_provider_stepcab.dag_factory.naming import dag_id_for
+    from airflow_provider_stepcab.dag_factory.settings import (
+        airflow_section,
+        parse_settings,
+    )
+    from airflow_provider_stepcab.recipe.api import load_recipe_result
+
+    result = load_recipe_result(recipe_file, recipe_name)
+    problems = result.problems
+    if result.recipe is None or problems.errors:
+        raise_broken({recipe_file: list(problems.errors)})
+    tree = getattr(result.config, "tree", None) or {}
+    settings = parse_settings(airflow_section(tree), recipe_name, problems)
+    is_default = getattr(result.config, "default", None) == recipe_name
+    dag_id = dag_id_for(recipe_file, recipe_name, is_default=is_default, override=settings.dag_id)
+    dag = build_dag(dag_id=dag_id, recipe=result.recipe, recipe_file=recipe_file, settings=settings,
+                    operator_class=None, problems=problems, config_tree=tree)
+    if dag is None:
+        raise_broken({recipe_file: list(problems.errors)})
+    return dag

@@ -80,14 +80,14 @@ class StepcabLoopValuesOperator(BaseOperator):
 
     def execute(self, context: Any) -> list:
         from airflow_provider_stepcab.operators import resolve as R
-        from airflow_provider_stepcab.operators.base import _plain_params, _XComReader
+        from airflow_provider_stepcab.operators.running import XComReader, plain_params
         from airflow_provider_stepcab.operators.overrides import parse_overrides
         from airflow_provider_stepcab.recipe.api import load_recipe
 
         recipe, loaded = load_recipe(self.recipe_file, self.recipe_name)
         conf = dict(getattr(context.get("dag_run"), "conf", None) or {})
-        overrides = parse_overrides(conf, recipe, _plain_params(context.get("params")))
-        xcom = _XComReader(self, context["ti"], -1)
+        overrides = parse_overrides(conf, recipe, plain_params(context.get("params")))
+        xcom = XComReader(self, context["ti"], -1)
         try:
             values = loop_values(recipe, loaded, self.step_path, overrides.recipe_params, overrides,
                                  xcom.fetch, self.recipe_name,

@@ -57,7 +57,7 @@ class StepcabBuildImagesOperator(BaseOperator):
             an image could not be built/pulled.
         """
         from airflow_provider_stepcab.build_cli import build_images, collect_images, failed
-        from airflow_provider_stepcab.operators.base import _plain_params
+        from airflow_provider_stepcab.operators.running import plain_params
         from airflow_provider_stepcab.operators.overrides import parse_overrides
         from airflow_provider_stepcab.operators.resolve import _selection
         from airflow_provider_stepcab.recipe.api import load_recipe_result
@@ -72,7 +72,7 @@ class StepcabBuildImagesOperator(BaseOperator):
         dag_run = context.get("dag_run")
         conf = dict(getattr(dag_run, "conf", None) or {})
         try:
-            overrides = parse_overrides(conf, recipe, _plain_params(context.get("params")))
+            overrides = parse_overrides(conf, recipe, plain_params(context.get("params")))
         except RecipeError as exc:
             raise AirflowException(f"recipe {self.recipe_name}: {exc}") from None
         pref = {"select": select_list(self.backend)} if self.backend else {}

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_stepcab.operators.base import StepcabBaseOperator
-from airflow_provider_stepcab.operators.singularity import task_logger
 
 if TYPE_CHECKING:
     from airflow_provider_stepcab.operators.resolve import ResolvedStep
@@ -71,12 +70,12 @@ def task_container_name(context: Any, step: ResolvedStep) -> str:
 
 def run_engine(op: StepcabBaseOperator, step: ResolvedStep, context: Any, *, engine: str = "podman") -> Any:
     """Run ``step`` with ``engine`` (``podman``/``docker``), streaming into ``op``'s log."""
+    from airflow_provider_stepcab.operators.running import run_in_container, task_logger
     from airflow_provider_stepcab.plan.images import ImageError, images_section
     from airflow_provider_stepcab.plan.podman import podman_argv_for_step
     from airflow_provider_stepcab.plan.singularity import ContainerPlanError
     from airflow_provider_stepcab.recipe.backends import engine_options
     from airflow_provider_stepcab.recipe.errors import Problems
-    from airflow_provider_stepcab.recipe.wranglers import Wranglers
     from airflow_provider_stepcab.runtime import containers as C
 
     problems = Problems()
@@ -97,28 +96,11 @@ def run_engine(op: StepcabBaseOperator, step: ResolvedStep, context: Any, *, eng
         C.ensure_engine_image(plan, log=show, auto_pull=bool(settings.auto_pull))
     except (C.ContainerError, ContainerPlanError, ImageError) as exc:
         raise AirflowException(f"step {step.fqname}: {exc}") from None
-    timeout = op.execution_timeout.total_seconds() if op.execution_timeout else None
     runner = C.ContainerRunner(stop_argv=plan.stop_argv(settings.stop_timeout), cleanup_argv=plan.rm_argv,
                                stop_timeout=float(settings.stop_timeout) + 20.0, rlimits=step.backend.rlimits or None)
-    if isinstance(op, StepcabPodmanOperator):
-        op._runner = runner
-    try:
-        if engine == "docker":   # podman: `run --replace` removes a container left by an earlier attempt
-            C.run_quiet(plan.rm_argv)
-        with C.prepared_mounts(plan, clean_tmp=bool(settings.clean_tmp), log=show) as argv:
-            op.log.info("running: %s", " ".join(argv))
-            return C.run_container(argv, runner=runner, log=show, cwd=cwd, env=dict(os.environ),
-                                   timeout=timeout, wranglers=Wranglers.for_cab(step.cab),
-                                   command_name=os.path.basename(command[0]) if command else None)
-    except C.ContainerError as exc:
-        raise AirflowException(f"step {step.fqname}: {exc}") from None
-    except BaseException:
-        runner.kill()  # Airflow's own timeout / SIGTERM landed here: stop the container too
-        raise
-    finally:
-        if isinstance(op, StepcabPodmanOperator):
-            op._runner = None
-
+    # docker: remove a container left by an earlier attempt (podman's `run --replace` does that)
+    return run_in_container(op, step, plan, runner, command, owner=StepcabPodmanOperator,
+                            clean_tmp=bool(settings.clean_tmp), before=(plan.rm_argv,) if engine == "docker" else ())
 
 
 def run_podman(op: StepcabBaseOperator, step: "ResolvedStep", context: Any) -> Any:

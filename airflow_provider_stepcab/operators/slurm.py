@@ -189,7 +189,7 @@ class StepcabSlurmOperator(StepcabBaseOperator):
     def _command(self, hook: Any, opts: P.SlurmSubmitOptions, step: "R.ResolvedStep") -> dict:
         """What the job runs: ``build_job_spec`` keywords (``argv``, ``setup``, ``ephemeral`` ...)."""
         if step.backend_name == "native":
-            from airflow_provider_stepcab.operators.native import native_argv
+            from airflow_provider_stepcab.operators.native_run import native_argv
 
             try:
                 return {"argv": native_argv(step)}
@@ -200,7 +200,7 @@ class StepcabSlurmOperator(StepcabBaseOperator):
     def _singularity_command(self, hook: Any, opts: P.SlurmSubmitOptions, step: "R.ResolvedStep") -> dict:
         """The singularity ``exec`` argv for the compute node; the executable found (and, with
         ``build_local``, the image built) on the login node after ``remote_dependencies``."""
-        from airflow_provider_stepcab.operators.singularity import _REBUILT, RemoteHomeFs, plan_singularity
+        from airflow_provider_stepcab.operators.singularity_run import _REBUILT, RemoteHomeFs, plan_singularity
         from airflow_provider_stepcab.plan.images import ImageError
         from airflow_provider_stepcab.plan.singularity import ContainerPlanError
 
