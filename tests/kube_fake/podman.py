@@ -7,8 +7,9 @@ an RFC3339 time on arrival, like the kubelet's log files.
 
 Memory limits go on a per-pod cgroup (v1 hierarchy ``memory:/stepcabfake/<pod uid>``, the
 kubelet's "pod cgroup") passed as ``--cgroup-parent``; OOM kills are recognised from the
-kernel log (``oom_memcg=/stepcabfake/<uid>``) or the cgroup's ``memory.failcnt``, because
-podman 4.3.1 reports ``OOMKilled: false`` on this kernel.
+kernel log (``oom_memcg=/stepcabfake/<uid>``, whatever podman's exit code: it may exit with its own
+clean-up error when the container was killed) or, for a SIGKILL exit, the cgroup's
+``memory.failcnt``, because podman 4.3.1 reports ``OOMKilled: false`` on this kernel.
 
 conmon double-forks: its zombies would land on PID 1, which reaps nothing here, so the
 process becomes a child subreaper while containers run and reaps exited ``conmon`` children
@@ -185,27 +186,33 @@ class ContainerRun:
             t.join(timeout=5)
         self.finished_at = now_rfc3339()
         Reaper.release()
-        self.exit_code = code
         if code == 0:
             self.reason = "Completed"
-        elif code == 137 and self._oom_killed():
-            self.reason = "OOMKilled"
+        elif self.memory_limit and (self._kernel_killed() or (code == 137 and self._hit_limit())):
+            # the kernel killed the container for memory: the kubelet reads that from the cgroup too,
+            # whatever the runtime says (podman may exit with its own clean-up error, e.g. 127 with
+            # "container state improper", when the process it waits for was OOM-killed)
+            self.reason, code = "OOMKilled", 137
         elif code in (125, 126, 127) and any(line.startswith("Error:") for line in self._stderr_tail):
             self.reason, self.message = "StartError", "\n".join(self._stderr_tail)
         else:
             self.reason = "Error"
+        self.exit_code = code
         self._cleanup_cgroup()
         return code
 
-    def _oom_killed(self) -> bool:
+    def _kernel_killed(self) -> bool:
+        """The kernel log names this pod's cgroup in an OOM kill."""
         try:
             out = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10).stdout
-            if f"oom_memcg=/stepcabfake/{self.cgroup}" in out:
-                return True
+            return f"oom_memcg=/stepcabfake/{self.cgroup}" in out
         except (OSError, subprocess.TimeoutExpired):
-            pass
+            return False
+
+    def _hit_limit(self) -> bool:
+        """The pod's cgroup hit its memory limit (with a SIGKILL exit: the OOM killer's work)."""
         try:
-            return int((CGROUP_BASE / self.cgroup / "memory.failcnt").read_text()) > 0 and bool(self.memory_limit)
+            return int((CGROUP_BASE / self.cgroup / "memory.failcnt").read_text()) > 0
         except (OSError, ValueError):
             return False
 
