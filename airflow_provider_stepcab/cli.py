@@ -101,7 +101,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return EXIT_ERRORS
     if args.script:
         return _plan_script(args, result, params)
-    plan = plan_recipe(result.recipe, result.config, params, backend=args.backend, strict=args.strict)
+    import os
+    plan = plan_recipe(result.recipe, result.config, params, backend=args.backend, strict=args.strict,
+                       cwd=os.path.abspath(args.workdir or os.getcwd()))
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
     else:

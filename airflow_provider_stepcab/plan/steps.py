@@ -185,19 +185,21 @@ def plan_step(rs: ResolvedStep, config_tree: Any, problems: Problems, *, backend
 
 def plan_recipe(recipe: Recipe, config: Any, params: Optional[Mapping[str, Any]] = None, *,
                 backend: Any = None, strict: bool = False,
-                param_locs: Optional[Mapping[str, Loc]] = None) -> RecipePlan:
+                param_locs: Optional[Mapping[str, Loc]] = None, cwd: Optional[str] = None) -> RecipePlan:
     """Plan every cab step of ``recipe``.
 
     :param config: the :class:`~..recipe.config.LoadedConfig` (or its tree).
     :param params: recipe inputs and/or ``label.param`` values (already typed, e.g. read as YAML).
     :param backend: override: a backend name, comma list, or a backend mapping merged last.
+    :param cwd: the directory the steps will run in: path parameters are written relative to it,
+        as Stimela passes them (``None``: as written).
     :returns: a :class:`RecipePlan`; its ``problems`` hold errors found while planning.
     """
     tree = getattr(config, "tree", config)
     problems = Problems()
     plan = RecipePlan(recipe=recipe.name, problems=problems)
     locs = dict(param_locs or {}) or {k: CLI_LOC for k in (params or {})}
-    for rs in resolve_recipe(recipe, tree, params, problems=problems, param_locs=locs):
+    for rs in resolve_recipe(recipe, tree, params, problems=problems, param_locs=locs, cwd=cwd):
         plan.steps.append(plan_step(rs, tree, problems, backend=backend, strict=strict))
     return plan
 

@@ -46,6 +46,24 @@ class Unresolved:
         return hash((str(self.text), self.reason))
 
 
+class Literal:
+    """A value that is data, never a formula or a substitution (trigger-time values: the run conf
+    and the trigger form). :func:`evaluate` returns ``value`` unchanged."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Literal({self.value!r})"
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, Literal) and other.value == self.value
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 class NS(dict):
     """A namespace dict where dotted keys (``input_ms.path``, ``step.param``) are also reachable
     one component at a time (``ns["input_ms"]["path"]``), as formulas and substitutions walk them."""
@@ -145,6 +163,8 @@ def _deferred(value: Any) -> bool:
 
 def evaluate(value: Any, ns: Mapping, *, allow_io: bool = False) -> Any:
     """Evaluate a value as written, or return :class:`Unresolved` when it depends on run time."""
+    if isinstance(value, Literal):
+        return value.value
     if isinstance(value, Unresolved) or not _deferred(value):
         return value
     if not allow_io and _has_runtime_funcs(value):
@@ -184,7 +204,7 @@ def evaluate_params(raw: Mapping[str, Any], base_ns: Mapping[str, Any], *, allow
         busy.add(name)
         value = raw[name]
         try:
-            refs = references(value) if _deferred(value) else set()
+            refs = references(value) if not isinstance(value, Literal) and _deferred(value) else set()
         except FormulaError:
             refs = set()
         for ref in refs:
@@ -205,54 +225,106 @@ def evaluate_params(raw: Mapping[str, Any], base_ns: Mapping[str, Any], *, allow
 
 
 class Resolver:
-    """Walks a recipe (recursively, loops unrolled) yielding :class:`ResolvedStep` objects."""
+    """Walks a recipe as Stimela 2.1.4 runs it (nested recipes entered, loops unrolled), yielding a
+    :class:`ResolvedStep` per cab step.
+
+    Per recipe level (Stimela's ``Recipe.prevalidate`` then ``Recipe._run``): the recipe's own
+    params are settled first (given values, then defaults — including defaults that ``assign`` /
+    ``assign_based_on`` provide); then, with a fresh ``recipe`` namespace holding those params,
+    assignments are updated once, and for every step: the recipe's assignments again (with the
+    step's ``info``), the step's own, the step is resolved, and the recipe's assignments once more
+    (:mod:`.assignments`). The namespace persists across steps, as Stimela's does.
+
+    :param step_outputs: fqname → values of steps that already ran (run time): they replace what
+        the plan-time walk would infer for that step (``previous``/``steps.<label>``).
+    :param target: stop after the cab step at this path (run time: one task resolves one step).
+    :param loop_index: with ``target``, the iteration of the (outermost) loop on its path.
+    :param step_params: ``step_params(path, cargo) -> dict`` values merged last into a step's
+        params (trigger-time overrides: :class:`Literal` data).
+    """
 
     def __init__(self, config_tree: Any, problems: Problems, *, allow_io: bool = False,
-                 step_outputs: Optional[Mapping[str, Mapping]] = None):
+                 step_outputs: Optional[Mapping[str, Mapping]] = None, target: Optional[tuple] = None,
+                 loop_index: Optional[int] = None, step_params: Optional[Any] = None,
+                 config_ns: Optional[Mapping] = None, cwd: Optional[str] = None, resolve_links: bool = False):
         from .yamlio import to_plain
-        self.config = NS(to_plain(config_tree or {}))
+        self.cwd, self.resolve_links = cwd, resolve_links
+        self.config = NS(config_ns) if config_ns is not None else NS(to_plain(config_tree or {}))
         self.problems = problems
         self.allow_io = allow_io
-        self.step_outputs = step_outputs or {}
+        self.step_outputs = step_outputs if step_outputs is not None else {}
+        self.target = tuple(target) if target else None
+        self.loop_index = loop_index
+        self.step_params = step_params
+        self.done = False
+
+    def _eval(self, value: Any, ns: dict) -> Any:
+        return evaluate(value, ns, allow_io=self.allow_io)
+
+    def _update(self, recipe: Recipe, whose: Any, rec: NS, ns: dict, assigned: Any, key_path: str,
+                loop_var: Optional[str]) -> None:
+        from .assignments import update_assignments
+        ns = dict(ns, recipe=rec)
+        update_assignments(recipe=recipe, whose=whose, rec=rec, ns=ns, assigned=assigned,
+                           evaluate=self._eval, is_unresolved=_contains_unresolved, problems=self.problems,
+                           key_path=key_path, loop_var=loop_var)
 
     # ---------------------------------------------------------------- recipes
     def recipe(self, recipe: Recipe, params: Mapping[str, Any], *, fqname: str, path: tuple = (),
                chain: tuple = (), parent_ns: Optional[dict] = None, root_ns: Optional[dict] = None,
-               key_path: str = "", locs: Optional[Mapping[str, Loc]] = None) -> Iterator[ResolvedStep]:
+               key_path: str = "", locs: Optional[Mapping[str, Loc]] = None, info_fq: str = "",
+               skip_all: Any = False) -> Iterator[ResolvedStep]:
+        from .assignments import Assigned
+        info_fq = info_fq or recipe.name
         own, step_over = self._split(recipe, params, key_path, locs or {})
-        assigned_steps: dict = {}
         fl = recipe.for_loop
+        loop_var = fl.var if fl is not None else None
+        # --- prevalidation: settle the recipe's own params (assigned defaults count)
+        assigned = Assigned(recipe.defaults)
+        pre = NS(own)
+        ns_pre = self._ns(recipe, pre, {}, parent_ns, root_ns, info_fq)
+        self._update(recipe, recipe, pre, ns_pre, assigned, key_path or recipe.name, loop_var)
+        p = self._defaults(recipe, dict(own), assigned.defaults)
+        outer_ns = self._ns(recipe, NS(p), {}, parent_ns, root_ns, info_fq)
+        p = evaluate_params(p, outer_ns, allow_io=self.allow_io)
+        if self.cwd is not None:
+            from .paths import normalise_params
+            p = normalise_params(recipe.schema, p, self.cwd, resolve=self.resolve_links, skip=_contains_unresolved)
         values: list = [None]
         if fl is not None:
             over = fl.over
-            if isinstance(over, str):
-                over = own.get(over, recipe.assign.get(over, UNSET))
-            over = evaluate(over, self._ns(recipe, own, {}, parent_ns, root_ns, fqname), allow_io=self.allow_io)
+            if isinstance(over, str) and not is_formula_text(over) and "{" not in over:
+                over = p.get(over, pre.get(over, recipe.assign.get(over, UNSET)))
+            over = evaluate(over, self._ns(recipe, NS({**pre, **p}), {}, parent_ns, root_ns, info_fq),
+                            allow_io=self.allow_io)
             if isinstance(over, Unresolved) or over is UNSET:
                 values = [Unresolved(fl.over, "loop values known at run time")]
             else:
                 values = list(over) if isinstance(over, (list, tuple)) else [over]
-        for index, value in enumerate(values):
-            p = dict(own)
+        self._check_missing(recipe, p, key_path)
+        indices = range(len(values))
+        if self.target is not None and fl is not None and self.loop_index is not None \
+                and self.target[:len(path)] == path:
+            indices = [self.loop_index] if self.loop_index < len(values) else []
+        for index in indices:
+            value = values[index]
+            it = dict(p)
             loop = None
             task = fqname
-            vars_: dict = {}
+            loop_vars: dict = {}
             if fl is not None:
                 if fl.var in recipe.inputs or fl.var in recipe.outputs:
-                    p[fl.var] = value
+                    it[fl.var] = value
                 else:
-                    vars_[fl.var] = value
-                vars_[f"{fl.var}@index"] = index
+                    loop_vars[fl.var] = value
+                loop_vars[f"{fl.var}@index"] = index
                 loop = {"var": fl.var, "value": value, "index": index, "scatter": fl.scatter,
                         "count": len(values)}
                 task = f"{fqname}.{index}"
-            p = self._defaults(recipe, p)
-            ns0 = self._ns(recipe, p, vars_, parent_ns, root_ns, fqname)
-            vars_, assigned_steps = self._assign(recipe, recipe, p, vars_, ns0, key_path)
-            p = evaluate_params(p, self._ns(recipe, p, vars_, parent_ns, root_ns, fqname), allow_io=self.allow_io)
-            self._check_missing(recipe, p, key_path)
-            yield from self._steps(recipe, p, vars_, step_over, assigned_steps, task, path, chain + (recipe,),
-                                   parent_ns, root_ns, loop, key_path)
+            yield from self._run(recipe, it, loop_vars, step_over, assigned, task, path, chain + (recipe,),
+                                 parent_ns, root_ns, loop, key_path or recipe.name, info_fq, skip_all)
+            if self.done:
+                return
 
     def _split(self, recipe: Recipe, params: Mapping, key_path: str, locs: Mapping) -> tuple[dict, dict]:
         own, step_over = {}, {}
@@ -269,25 +341,27 @@ class Resolver:
         return own, step_over
 
     @staticmethod
-    def _defaults(cargo: Any, params: dict) -> dict:
+    def _defaults(cargo: Any, params: dict, assigned: Optional[Mapping] = None) -> dict:
         out = dict(params)
+        defaults = assigned if assigned is not None else cargo.defaults
         for name, schema in cargo.schema.items():
             if name in out:
                 continue
-            if name in cargo.defaults:
-                out[name] = cargo.defaults[name]
+            if name in defaults:
+                out[name] = defaults[name]
             elif schema.default is not UNSET and schema.default != "UNSET":
                 out[name] = schema.default
             elif schema.implicit is not UNSET and schema.implicit is not None:
                 out[name] = schema.implicit
         return out
 
-    def _ns(self, recipe: Recipe, params: dict, vars_: dict, parent_ns: Optional[dict],
-            root_ns: Optional[dict], fqname: str, label: str = "") -> dict:
-        rec = NS({**params, **vars_})
+    def _ns(self, recipe: Recipe, rec: NS, vars_: dict, parent_ns: Optional[dict],
+            root_ns: Optional[dict], info_fq: str, label: str = "", taskname: str = "") -> dict:
+        if vars_:
+            rec.update(vars_)
         parts = label.split("-") if label else []
-        info = {"fqname": f"{fqname}.{label}" if label else fqname, "taskname": f"{fqname}.{label}" if label
-                else fqname, "label": label, "label_parts": parts,
+        fq = f"{info_fq}.{label}" if label else info_fq
+        info = {"fqname": fq, "taskname": taskname or fq, "label": label, "label_parts": parts,
                 "suffix": parts[-1] if len(parts) > 1 else ""}
         ns = {"recipe": rec, "root": root_ns if root_ns is not None else rec, "current": rec,
               "previous": NS(), "steps": NS(), "info": info, "self": info, "config": self.config}
@@ -295,58 +369,25 @@ class Resolver:
             ns["parent"] = parent_ns
         return ns
 
-    def _assign(self, recipe: Recipe, whose: Any, params: dict, vars_: dict, ns: dict,
-                key_path: str) -> tuple[dict, dict]:
-        """Apply ``assign`` then ``assign_based_on`` of ``whose`` (recipe or step)."""
-        vars_ = dict(vars_)
-        to_steps: dict = {}
-        blocks = [whose.assign]
-        for var, cases in (whose.assign_based_on or {}).items():
-            value = _walk({**ns["recipe"], **vars_}, var) if not var.startswith("config.") else \
-                _walk(self.config, var[len("config."):])
-            if value is _MISSING and var in recipe.schema and recipe.schema[var].default is not UNSET:
-                value = recipe.schema[var].default
-            if value is _MISSING or isinstance(value, Unresolved):
-                continue
-            key = str(value)
-            if key not in cases:
-                if "DEFAULT" not in cases:
-                    self.problems.error(getattr(whose, "loc", recipe.loc), f"{key_path}.assign_based_on.{var}",
-                                        f"neither the '{var}={value}' case nor a DEFAULT case is defined",
-                                        "assign-based-on")
-                    continue
-                key = "DEFAULT"
-            if cases[key]:
-                blocks.append(cases[key])
-        for block in blocks:
-            for key, raw in (block or {}).items():
-                ns_now = dict(ns, recipe=NS({**ns["recipe"], **vars_}))
-                value = evaluate(raw, ns_now, allow_io=self.allow_io)
-                head = key.split(".", 1)[0]
-                if key in recipe.schema:
-                    if key not in params:
-                        params[key] = value
-                elif "." in key and head in recipe.steps:
-                    to_steps.setdefault(head, {})[key.split(".", 1)[1]] = value
-                elif head in ("config", "log"):
-                    continue  # config/log assignments do not change step parameters at plan time
-                else:
-                    vars_[key] = value
-        return vars_, to_steps
-
     def _check_missing(self, cargo: Any, params: dict, key_path: str) -> None:
         for name, schema in cargo.inputs.items():
             if schema.required and params.get(name, UNSET) is UNSET and not _implicit(schema):
+                if self.target is not None:
+                    continue  # run time: the step that needs it says so
                 self.problems.error(schema.loc if schema.loc.line else cargo.loc, f"{key_path or cargo.name}.{name}",
                                     f"missing required parameter '{name}'", "missing-param")
                 params[name] = Unresolved(f"<{name}?>", "missing required parameter")
 
     # ---------------------------------------------------------------- steps
-    def _steps(self, recipe: Recipe, params: dict, vars_: dict, step_over: dict, assigned: dict, fqname: str,
-               path: tuple, chain: tuple, parent_ns: Optional[dict], root_ns: Optional[dict],
-               loop: Optional[dict], key_path: str) -> Iterator[ResolvedStep]:
-        rec_ns = NS({**params, **vars_})
-        root = root_ns if root_ns is not None else rec_ns
+    def _run(self, recipe: Recipe, params: dict, loop_vars: dict, step_over: dict, assigned: Any,
+             fqname: str, path: tuple, chain: tuple, parent_ns: Optional[dict], root_ns: Optional[dict],
+             loop: Optional[dict], key_path: str, info_fq: str, skip_all: Any) -> Iterator[ResolvedStep]:
+        rec = NS(params)
+        rec.update(loop_vars)
+        root = root_ns if root_ns is not None else rec
+        lv = recipe.for_loop.var if recipe.for_loop is not None else None
+        base = self._ns(recipe, rec, {}, parent_ns, root, info_fq, taskname=fqname)
+        self._update(recipe, recipe, rec, base, assigned, key_path, lv)
         from_recipe: dict = {}
         skip_up = implicit_aliases(recipe)
         for alias, targets in recipe.aliases.items():
@@ -357,48 +398,72 @@ class Resolver:
         previous: dict = NS()
         steps_ns: dict = NS()
         for label, step in recipe.steps.items():
-            skey = f"{key_path or recipe.name}.steps.{label}"
-            raw = {**step.params, **from_recipe.get(label, {}), **assigned.get(label, {}),
+            spath, sfq = path + (label,), f"{fqname}.{label}"
+            skey = f"{key_path}.steps.{label}"
+            ns = self._ns(recipe, rec, {}, parent_ns, root, info_fq, label, taskname=sfq)
+            ns.update(previous=previous, steps=steps_ns)
+            rec.update(loop_vars)
+            self._update(recipe, recipe, rec, ns, assigned, key_path, lv)
+            self._update(recipe, step, rec, ns, assigned, skey, lv)
+            raw = {**step.params, **from_recipe.get(label, {}), **assigned.to_steps.get(label, {}),
                    **step_over.get(label, {})}
             cargo = step.cargo
-            ns = self._ns(recipe, params, vars_, parent_ns, root, fqname, label)
-            ns.update(previous=previous, steps=steps_ns, recipe=rec_ns, root=root)
-            svars, to_steps = self._assign(recipe, step, params, vars_, ns, skey)
-            ns["recipe"] = NS({**params, **svars})
-            raw.update(to_steps.get(label, {}))
+            if self.step_params is not None and cargo is not None and step.cab is not None:
+                raw.update(self.step_params(spath, cargo) or {})
             sub_over = {}
             if cargo is not None:
                 if step.recipe is not None:
                     sub_over = {k: v for k, v in raw.items() if k not in cargo.schema}
                     raw = {k: v for k, v in raw.items() if k in cargo.schema}
                 raw = self._defaults(cargo, raw)
-            values = evaluate_params(raw, ns, allow_io=self.allow_io)
-            skip = step.skip if isinstance(step.skip, bool) else evaluate(step.skip, dict(ns, current=NS(values)))
-            if "never" in step.tags:
+            known = self.step_outputs.get(sfq) if step.cab is not None and \
+                (self.target is None or spath != self.target) else None
+            if known is not None:
+                values = dict(known)
+            else:
+                values = evaluate_params(raw, ns, allow_io=self.allow_io)
+                if self.cwd is not None and step.cab is not None:
+                    from .paths import normalise_params
+                    values = normalise_params(cargo.schema, values, self.cwd, resolve=self.resolve_links,
+                                              skip=_contains_unresolved)
+            if skip_all is True or "never" in step.tags:
                 skip = True
-            spath, sfq = path + (label,), f"{fqname}.{label}"
+            elif isinstance(step.skip, bool):
+                skip = step.skip
+            else:
+                skip = evaluate(step.skip, dict(ns, current=NS(values)), allow_io=self.allow_io)
+            if skip_all is not False and skip is False:
+                skip = skip_all
             if step.recipe is not None:
                 yield from self.recipe(step.recipe, {**values, **sub_over}, fqname=sfq, path=spath, chain=chain,
-                                       parent_ns=ns["recipe"], root_ns=root, key_path=f"{skey}.recipe",
-                                       locs=step.param_locs)
+                                       parent_ns=rec, root_ns=root, key_path=f"{skey}.recipe",
+                                       locs=step.param_locs, info_fq=f"{info_fq}.{label}", skip_all=skip)
+                values = dict(values)
+                for name in step.recipe.outputs:
+                    values.setdefault(name, Unresolved(f"{label}.{name}", f"output of step '{label}'"))
+                if self.done:
+                    return
             elif step.cab is not None:
                 yield ResolvedStep(fqname=sfq, path=spath, step=step, recipes=list(chain), params=values,
                                    skip=skip, loop=loop, command_ns=dict(ns, current=NS(values)))
+                if self.target is not None and spath == self.target:
+                    self.done = True
+                    return
             outs = dict(values)
-            if cargo is not None:
+            if cargo is not None and step.cab is not None:
                 for name in cargo.outputs:
                     if name not in outs:
                         outs[name] = Unresolved(f"{label}.{name}", f"output of step '{label}'")
-            outs.update(self.step_outputs.get(sfq, {}))
             previous = NS(outs)
             steps_ns[label] = previous
+            self._update(recipe, recipe, rec, dict(ns, previous=previous, steps=steps_ns), assigned, key_path, lv)
             for alias, targets in recipe.aliases.items():
                 if alias not in params:
                     for t in targets:
                         tl, pname = t.split(".", 1)
                         if tl == label and pname in outs:
                             params[alias] = outs[pname]
-                            rec_ns[alias] = outs[pname]
+                            rec[alias] = outs[pname]
                             break
 
 
@@ -409,14 +474,27 @@ def _implicit(schema: Any) -> bool:
 def resolve_recipe(recipe: Recipe, config_tree: Any, params: Optional[Mapping[str, Any]] = None, *,
                    problems: Optional[Problems] = None, allow_io: bool = False,
                    step_outputs: Optional[Mapping[str, Mapping]] = None,
-                   param_locs: Optional[Mapping[str, Loc]] = None) -> list[ResolvedStep]:
-    """Resolve every cab step of ``recipe`` (nested recipes flattened, loops unrolled).
+                   param_locs: Optional[Mapping[str, Loc]] = None, target: Optional[tuple] = None,
+                   loop_index: Optional[int] = None, step_params: Optional[Any] = None,
+                   config_ns: Optional[Mapping] = None, cwd: Optional[str] = None,
+                   resolve_links: bool = False) -> list[ResolvedStep]:
+    """Resolve every cab step of ``recipe`` (nested recipes flattened, loops unrolled), as Stimela
+    2.1.4 evaluates them (:class:`Resolver`).
 
-    :param params: recipe inputs, or ``label.param`` values for steps (as on the command line).
+    :param params: recipe inputs, or ``label.param`` values for steps (as on the command line);
+        :class:`Literal` values are taken as data.
     :param problems: receives missing parameters, unknown names, assign_based_on failures.
     :param allow_io: evaluate ``GLOB``/``EXISTS`` (run time) instead of deferring them.
-    :param step_outputs: fqname → outputs of steps that already ran (run time).
+    :param step_outputs: fqname → values of steps that already ran (run time).
+    :param target: only walk as far as the cab step at this path (its :class:`ResolvedStep` is last).
+    :param loop_index: with ``target``: the loop iteration the target belongs to.
+    :param step_params: ``f(path, cargo) -> dict`` merged last into each cab step's params.
+    :param config_ns: the ``config`` namespace as is (run time: with ``config.run``).
+    :param cwd: the run directory: path parameters are written as Stimela passes them
+        (:mod:`.paths`); ``resolve_links`` also resolves symbolic links (run time).
     """
     problems = problems if problems is not None else Problems()
-    res = Resolver(config_tree, problems, allow_io=allow_io, step_outputs=step_outputs)
+    res = Resolver(config_tree, problems, allow_io=allow_io, step_outputs=step_outputs, target=target,
+                   loop_index=loop_index, step_params=step_params, config_ns=config_ns, cwd=cwd,
+                   resolve_links=resolve_links)
     return list(res.recipe(recipe, dict(params or {}), fqname=recipe.name, locs=param_locs or {}))
