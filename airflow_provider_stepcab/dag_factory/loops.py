@@ -22,45 +22,34 @@ from airflow.sdk.exceptions import AirflowException
 
 def loop_values(recipe: Any, loaded: Any, step_path: Sequence[str], recipe_params: dict, overrides: Any,
                 fetch: Any, recipe_name: str, run_values: Any = None) -> list:
-    """Values of the ``for_loop`` of the recipe at ``step_path`` (``()`` = the top recipe).
+    """Values of the ``for_loop`` of the recipe at ``step_path`` (``()`` = the top recipe), from the
+    one recipe resolver walked as far as the loop's first step.
 
     :param run_values: extra ``config.run`` values (``operators.resolve.dag_run_values``).
     """
     from airflow_provider_stepcab.operators import resolve as R
+    from airflow_provider_stepcab.recipe.errors import Problems
+    from airflow_provider_stepcab.recipe.resolve import Resolver, Unresolved
 
-    config = R.config_namespace(getattr(loaded, "tree", None), run_values)
-    walker = R._Walker(fetch=fetch, recipe_name=recipe_name, loop_value=None, loop_index=None)
-    level, given, parent, root = recipe, dict(recipe_params), {}, None
-    path: tuple = ()
-    for depth in range(len(step_path) + 1):
-        base = {"config": config, "parent": parent, "info": R.info_namespace(recipe_name, path)}
-        base["self"] = base["info"]
-        where = ".".join((recipe_name,) + path)
-        rparams = R._recipe_level(level, given, {**base, "root": root or dict(given)}, where)
-        root = rparams if root is None else root
-        if depth == len(step_path):
-            break
-        label = step_path[depth]
-        labels = list(level.steps)
-        steps_ns = {lbl: walker.sibling_params(level, path, lbl, depth) for lbl in labels[:labels.index(label)]}
-        step = level.steps[label]
-        raw = R._alias_inputs(level, label, step, rparams)
-        raw.update(step.params)
-        raw.update(overrides.params_for(path + (label,), step.cargo))
-        ns = {**base, "recipe": rparams, "root": root, "steps": steps_ns,
-              "previous": steps_ns[labels[labels.index(label) - 1]] if steps_ns else {}}
-        given = R.resolve_params(step.cargo, raw, ns, where=".".join((recipe_name,) + path + (label,)))
-        parent, level, path = rparams, step.recipe, path + (label,)
-    over = level.for_loop.over
-    if isinstance(over, (list, tuple)):
-        value = list(over)
-    elif isinstance(over, str) and over in level.inputs:
-        value = rparams.get(over)
-    else:
-        value = R._evaluate(over, {"config": config, "recipe": rparams, "root": root, "parent": parent})
-    if value is None:
-        raise AirflowException(f"{'.'.join((recipe_name,) + path)}: for_loop.over={over!r} has no value")
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+    level = recipe
+    for label in step_path:
+        level = level.steps[label].recipe
+    first = tuple(step_path)
+    inner = level
+    while inner is not None and inner.steps:
+        label = next(iter(inner.steps))
+        first += (label,)
+        inner = inner.steps[label].recipe
+    res = Resolver(getattr(loaded, "tree", None), Problems(), allow_io=True, target=first, loop_index=0,
+                   config_ns=R.config_namespace(getattr(loaded, "tree", None), run_values),
+                   step_params=None, fetch=R.StepFetcher(fetch), tag_skips=False)
+    for _ in res.recipe(recipe, R.trigger_values(recipe, recipe_params), fqname=recipe_name):
+        pass
+    value = res.loops.get(tuple(step_path))
+    if value is None or any(isinstance(v, Unresolved) for v in value):
+        raise AirflowException(f"{'.'.join((recipe_name,) + tuple(step_path))}: for_loop.over="
+                               f"{level.for_loop.over!r} has no value")
+    return list(value)
 
 
 class StepcabLoopValuesOperator(BaseOperator):

@@ -161,228 +161,99 @@ def resolve_params(cargo: Any, raw: dict, ns: dict, *, where: str, tolerant: boo
     return {k: v for k, v in values.items() if v is not UNSET}
 
 
-def _recipe_level(recipe: Any, given: dict, ns: dict, where: str) -> dict:
-    """The ``recipe`` namespace of a (sub-)recipe: defaults + given params, formulas evaluated."""
-    values = resolve_params(recipe, given, {**ns, "recipe": dict(given)}, where=where)
-    ns2 = {**ns, "recipe": values}
-    for key, value in (recipe.assign or {}).items():
-        values[key] = _evaluate(value, ns2)
-    for var, cases in (recipe.assign_based_on or {}).items():
-        sel = values.get(var, UNSET)
-        block = cases.get(str(sel), cases.get(sel, cases.get("DEFAULT"))) if isinstance(cases, dict) else None
-        for key, value in (block or {}).items():
-            values[key] = _evaluate(value, ns2)
-    return values
+#: the published params of an earlier step, loaded on first use (see :class:`~..recipe.resolve.LazyNS`)
+from airflow_provider_stepcab.recipe.resolve import LazyNS as LazyParams  # noqa: E402
 
 
-def _alias_inputs(recipe: Any, label: str, step: Any, rparams: dict) -> dict:
-    """Values recipe parameters pass down to step ``label`` (aliases and ``label.param`` names)."""
+def trigger_values(recipe: Any, given: dict) -> dict:
+    """Recipe params given at trigger time as data (:class:`~..recipe.resolve.Literal`): never
+    substituted or evaluated. A value equal to the recipe's own default (what the trigger form
+    shows) is the recipe's, so it is left out and the default applies as written."""
+    from airflow_provider_stepcab.recipe.resolve import Literal
+
     out = {}
-    cab_name = step.cab_name or step.recipe_name
-    for alias, targets in (recipe.aliases or {}).items():
-        if alias not in rparams or alias in recipe.outputs:
+    for name, value in given.items():
+        schema = recipe.inputs.get(name) or recipe.outputs.get(name)
+        if schema is not None and schema.default is not UNSET and plain(schema.default) == value:
             continue
-        for target in targets if isinstance(targets, (list, tuple)) else [targets]:
-            spec, _, pname = str(target).partition(".")
-            if spec == label or fnmatch.fnmatchcase(label, spec) or spec == f"({cab_name})":
-                out[pname] = rparams[alias]
-    prefix = label + "."
-    out.update({k[len(prefix):]: v for k, v in rparams.items() if k.startswith(prefix)})
+        if schema is not None and name in (recipe.defaults or {}) and plain(recipe.defaults[name]) == value:
+            continue
+        out[name] = value if isinstance(value, Literal) else Literal(value)
     return out
 
 
-def _alias_outputs(recipe: Any, steps_ns: dict) -> dict:
-    """Recipe outputs (aliases) whose target step already ran."""
-    out = {}
-    for alias, targets in (recipe.aliases or {}).items():
-        for target in targets if isinstance(targets, (list, tuple)) else [targets]:
-            label, _, pname = str(target).partition(".")
-            value = (steps_ns.get(label) or {}).get(pname, UNSET) if isinstance(steps_ns.get(label), dict) else UNSET
-            if value is not UNSET:
-                out[alias] = value
-    return out
+class StepFetcher:
+    """``fetch(path, loop)`` for the recipe resolver: the published params of an earlier step task,
+    loaded lazily (:class:`LazyParams`) so that only the steps a formula names cost a request."""
 
+    def __init__(self, fetch: Callable):
+        self._fetch = fetch
 
-def _skip_value(step: Any, ns: dict) -> bool:
-    skip = step.skip
-    if skip in (None, False, 0, "", UNSET):
-        return False
-    if skip is True or skip == 1:
-        return True
-    value = _evaluate(skip, ns)
-    return bool(value) and value is not UNSET
-
-
-class LazyParams(dict):
-    """The resolved params of an earlier step, fetched (from XCom) the first time they are used.
-
-    A step's formulas usually name one or two earlier steps (``previous``, ``steps.<label>``), so
-    fetching every earlier sibling up front made each task cost one XCom request per earlier step.
-    A ``dict`` subclass: every read goes through :meth:`_fill` first, and because ``__iter__`` is
-    overridden, ``dict(x)``/``{**x}``/pickle copy through ``keys()`` and ``[]`` as well. Only C code
-    reading the dict's size directly (``json.dumps``) sees an unloaded one as empty: what leaves the
-    resolver goes through :func:`plain` first.
-    """
-
-    __slots__ = ("_load",)
-
-    def __init__(self, load: Callable[[], Any]):
-        super().__init__()
-        self._load: Optional[Callable[[], Any]] = load
-
-    def _fill(self) -> "LazyParams":
-        load, self._load = self._load, None
-        if load is not None:
-            dict.update(self, load() or {})
-        return self
-
-    def __getitem__(self, key: Any) -> Any:
-        return dict.__getitem__(self._fill(), key)
-
-    def __contains__(self, key: Any) -> bool:
-        return dict.__contains__(self._fill(), key)
-
-    def __iter__(self):
-        return dict.__iter__(self._fill())
-
-    def __len__(self) -> int:
-        return dict.__len__(self._fill())
-
-    def __eq__(self, other: Any) -> bool:
-        return dict.__eq__(self._fill(), other)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return dict.__repr__(self._fill())
-
-    def __reduce__(self):
-        return (dict, (dict(self._fill()),))
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        return dict.get(self._fill(), key, default)
-
-    def keys(self):
-        return dict.keys(self._fill())
-
-    def values(self):
-        return dict.values(self._fill())
-
-    def items(self):
-        return dict.items(self._fill())
-
-    def copy(self) -> dict:
-        return dict(self._fill())
-
-
-class _Walker:
-    def __init__(self, *, fetch: Callable, recipe_name: str, loop_value: Any, loop_index: Any):
-        self.fetch, self.recipe_name = fetch, recipe_name
-        self.loop_value, self.loop_index = loop_value, loop_index
-        self.loop_depth: Optional[int] = None   # depth of the recipe whose loop this task is mapped over
-
-    def sibling_params(self, recipe: Any, prefix: tuple, label: str, depth: int, outer_loop: bool = False) -> Any:
-        """Resolved params of an earlier sibling: XCom of a cab step; alias outputs of a sub-recipe.
-
-        A step mapped over a loop that this task is not part of yields one value per iteration
-        (a list per parameter)."""
-        step = recipe.steps[label]
-        path = prefix + (label,)
-        same = self.loop_depth is not None and depth >= self.loop_depth
-        if step.cab is not None:
-            value = self.fetch(path, same_loop=same, in_loop=same or outer_loop)
-            if isinstance(value, list):  # every iteration of a loop seen from outside
-                keys = [k for v in value if isinstance(v, dict) for k in v]
-                return {k: [v.get(k) for v in value if isinstance(v, dict)] for k in dict.fromkeys(keys)}
-            return value or {}
-        sub = step.recipe
-        inner_loop = outer_loop or (sub.for_loop is not None and not same)
-        inner = {lbl: self.sibling_params(sub, path, lbl, depth + 1, inner_loop) for lbl in sub.steps}
-        return _alias_outputs(sub, inner)
+    def __call__(self, path: tuple, index: Optional[int]) -> Any:
+        if index is None:
+            return LazyParams(lambda: self._fetch(path, same_loop=False, in_loop=False))
+        return LazyParams(lambda: self._fetch(path, same_loop=True, in_loop=True, map_index=index))
 
 
 def resolve(*, recipe: Any, loaded: Any, step_path: tuple, recipe_params: dict, overrides: Any,
             loop_value: Any, loop_index: Optional[int], fetch: Callable, backend_pref: Any,
             available: list, workdir: Any, recipe_name: str,
             run_values: Optional[dict] = None) -> ResolvedStep:
-    """Resolve the cab step at ``step_path`` (see the module docstring).
+    """Resolve the cab step at ``step_path`` for a running DAG run.
+
+    The recipe is walked by the one resolver (:func:`~..recipe.resolve.resolve_recipe`, Stimela's
+    evaluation model) up to this step, earlier steps' values coming from their tasks (``fetch``);
+    trigger-time values are data. Then selection, forced skips, input validation, the backend
+    choice and ``skip_if_outputs`` are applied.
 
     :param fetch: ``fetch(step_path, same_loop=, in_loop=) -> dict | None`` returns the XCom params
         of another step task.
     :param run_values: extra ``config.run`` values (:func:`dag_run_values`).
     :raises RecipeError|FormulaError|ValueError: with the step and parameter named.
     """
-    config = config_namespace(getattr(loaded, "tree", None), run_values)
-    walker = _Walker(fetch=fetch, recipe_name=recipe_name, loop_value=loop_value, loop_index=loop_index)
-    level, given, parent, root = recipe, dict(recipe_params), {}, None
-    chain: list = []
-    skip_reason = _selection(recipe, step_path, overrides)  # known before any formula: resolve leniently
-    for depth, label in enumerate(step_path):
-        prefix = tuple(step_path[:depth])
-        where = ".".join((recipe_name,) + prefix) if prefix else recipe_name
-        chain.append(level)
-        if level.for_loop is not None and walker.loop_depth is None:
-            if loop_value is None:
-                raise RecipeError(f"{where}: for_loop over '{level.for_loop.over}' but this task was "
-                                  "given no loop_value (the DAG must map it over the loop)")
-            walker.loop_depth = depth
-            given[level.for_loop.var] = loop_value
-            given[f"{level.for_loop.var}@index"] = loop_index if loop_index is not None else 0
-        base_ns = {"config": config, "parent": parent, "info": info_namespace(recipe_name, prefix)}
-        base_ns["self"] = base_ns["info"]
-        if root is not None:
-            base_ns["root"] = root
-        rparams = _recipe_level(level, given, {**base_ns, "root": root or dict(given)}, where)
-        if level.for_loop is not None and walker.loop_depth == depth:
-            rparams[level.for_loop.var] = loop_value
-        root = rparams if root is None else root
-        if label not in level.steps:
-            raise RecipeError(f"{where}: no step '{label}' (steps: {', '.join(level.steps)})")
-        labels = list(level.steps)
-        steps_ns = {lbl: LazyParams(lambda lbl=lbl, level=level, prefix=prefix, depth=depth:
-                                    walker.sibling_params(level, prefix, lbl, depth))
-                    for lbl in labels[:labels.index(label)]}
-        for key, value in _alias_outputs(level, steps_ns).items():
-            rparams.setdefault(key, value)
-        step = level.steps[label]
-        path = prefix + (label,)
-        raw = _alias_inputs(level, label, step, rparams)
-        raw.update(step.params)
-        raw.update(overrides.params_for(path, step.cargo))
-        info = info_namespace(recipe_name, path)
-        ns = {**base_ns, "recipe": rparams, "root": root, "steps": steps_ns,
-              "previous": steps_ns[labels[labels.index(label) - 1]] if steps_ns else {},
-              "info": info, "self": info}
-        forced = overrides.forced_skip(path)
-        try:
-            values = resolve_params(step.cargo, raw, ns, where=".".join((recipe_name,) + path),
-                                    tolerant=bool(skip_reason) or forced is True)
-            skip_now = _skip_value(step, {**ns, "current": values})
-        except FormulaError:
-            if skip_reason or forced is True:
-                values, skip_now = {}, True
-            else:
-                raise
-        if forced is not None:
-            skip_now = forced
-            if forced:
-                skip_reason = skip_reason or "skipped by conf steps." + ".".join(path) + ".skip"
-        elif skip_now and not skip_reason:
-            skip_reason = f"skip: {step.skip!r} is true"
-        if step.cab is not None:
-            break
-        parent, given, level = rparams, values, step.recipe
+    from airflow_provider_stepcab.recipe.resolve import Literal, Resolver, Unresolved
 
-    cab = step.cab
+    config = config_namespace(getattr(loaded, "tree", None), run_values)
+    skip_reason = _selection(recipe, step_path, overrides)  # known before any formula: resolve leniently
+    problems = Problems()
+    step_params = lambda path, cargo: {k: Literal(v) for k, v in overrides.params_for(path, cargo).items()}  # noqa: E731
+    res = Resolver(getattr(loaded, "tree", None), problems, allow_io=True, target=tuple(step_path),
+                   loop_index=loop_index, step_params=step_params, config_ns=config,
+                   cwd=str(workdir.path), resolve_links=True, fetch=StepFetcher(fetch), tag_skips=False)
+    resolved = None
+    for rs in res.recipe(recipe, trigger_values(recipe, recipe_params), fqname=recipe_name):
+        resolved = rs
     fqname = ".".join((recipe_name,) + tuple(step_path))
-    if step.recipe is not None or cab is None:
-        raise RecipeError(f"{fqname}: not a cab step (only cab steps become tasks)")
+    if resolved is None or tuple(resolved.path) != tuple(step_path):
+        if problems.errors:
+            raise RecipeError(problems.errors)
+        raise RecipeError(f"{fqname}: not a cab step of recipe '{recipe_name}' (only cab steps become tasks)")
+    step = resolved.step
+    values = {k: v for k, v in resolved.params.items()}
+    pending = {k: v for k, v in values.items() if isinstance(v, Unresolved)}
+    forced = overrides.forced_skip(tuple(step_path))
+    skip_now = resolved.skip
+    if forced is not None:
+        skip_now = forced
+        if forced:
+            skip_reason = skip_reason or "skipped by conf steps." + ".".join(step_path) + ".skip"
+    elif isinstance(skip_now, Unresolved):
+        if not skip_reason:
+            raise FormulaError(f"{fqname}.skip: {skip_now.reason}")
+    elif skip_now and skip_now is not UNSET and not skip_reason:
+        skip_reason = f"skip: {step.skip!r} is true"
+    if pending and not skip_reason:
+        raise FormulaError("; ".join(f"{fqname}.{k}: {v.reason}" for k, v in pending.items()))
+    values = {k: v for k, v in values.items() if not isinstance(v, Unresolved)}
+    cab = step.cab
     out = ResolvedStep(fqname=fqname, step_path=tuple(step_path), step=step, cab=cab, params=values,
-                       ns={**ns, "current": values}, workdir=workdir, skip_reason=skip_reason, config=loaded)
+                       ns={**resolved.command_ns, "current": values}, workdir=workdir, skip_reason=skip_reason,
+                       config=loaded)
+    out.chain = list(resolved.recipes)
     if skip_reason:
         return out
     validate_inputs(out)
-    _choose_backend(out, chain, overrides.backend_for(tuple(step_path)), backend_pref, available)
+    _choose_backend(out, out.chain, overrides.backend_for(tuple(step_path)), backend_pref, available)
     if step.skip_if_outputs:
         out.skip_reason = outputs_ready(out, fresh=step.skip_if_outputs == "fresh")
     return out

@@ -236,10 +236,13 @@ class XComReader:
     def __init__(self, op: Any, ti: Any, map_index: int):
         self.op, self.ti, self.map_index = op, ti, map_index
 
-    def fetch(self, step_path: tuple, *, same_loop: bool, in_loop: bool) -> Any:
+    def fetch(self, step_path: tuple, *, same_loop: bool, in_loop: bool, map_index: Optional[int] = None) -> Any:
+        """``map_index``: that iteration of a mapped step (else this task's own, when ``same_loop``)."""
         from airflow_provider_stepcab.dag_factory.naming import task_id_for
 
         task_id = task_id_for(self.op.recipe_name, step_path)
+        if map_index is not None:
+            return self.ti.xcom_pull(task_ids=task_id, key=XCOM_PARAMS_KEY, map_indexes=map_index)
         if in_loop and same_loop and self.map_index >= 0:
             return self.ti.xcom_pull(task_ids=task_id, key=XCOM_PARAMS_KEY, map_indexes=self.map_index)
         if in_loop:  # a mapped step seen from outside its loop: every iteration, in order

@@ -88,6 +88,63 @@ class NS(dict):
         return self[key] if key in self else default
 
 
+class LazyNS(NS):
+    """An :class:`NS` whose content is loaded the first time it is read (run time: the published
+    params of an earlier step task, one request each, so only steps a formula names are fetched).
+
+    Every read goes through :meth:`_fill` first; since ``__iter__`` is overridden, ``dict(x)``,
+    ``{**x}`` and pickle copy through ``keys()``/``[]`` too. Only C code reading the dict's size
+    directly (``json.dumps``) sees an unloaded one as empty: convert with ``dict(x)`` first.
+    """
+
+    __slots__ = ("_load",)
+
+    def __init__(self, load: Any):
+        super().__init__()
+        self._load = load
+
+    def _fill(self) -> "LazyNS":
+        load, self._load = self._load, None
+        if load is not None:
+            dict.update(self, load() or {})
+        return self
+
+    def __getitem__(self, key: Any) -> Any:
+        return NS.__getitem__(self._fill(), key)
+
+    def __contains__(self, key: object) -> bool:
+        return NS.__contains__(self._fill(), key)
+
+    def __iter__(self):
+        return dict.__iter__(self._fill())
+
+    def __len__(self) -> int:
+        return dict.__len__(self._fill())
+
+    def __eq__(self, other: Any) -> bool:
+        return dict.__eq__(self._fill(), other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return dict.__repr__(self._fill())
+
+    def __reduce__(self):
+        return (dict, (dict(self._fill()),))
+
+    def keys(self):
+        return dict.keys(self._fill())
+
+    def values(self):
+        return dict.values(self._fill())
+
+    def items(self):
+        return dict.items(self._fill())
+
+    def copy(self) -> dict:
+        return dict(self._fill())
+
+
 @record
 class ResolvedStep:
     """One cab step with its parameters resolved as far as possible."""
@@ -174,7 +231,7 @@ def evaluate(value: Any, ns: Mapping, *, allow_io: bool = False) -> Any:
     except FormulaError as exc:
         return Unresolved(value, f"bad expression: {exc}")
     for ref in sorted(refs):
-        if ref.startswith("config.run.") or ref == "config.run":
+        if not allow_io and (ref.startswith("config.run.") or ref == "config.run"):
             return Unresolved(value, f"'{ref}' is known at run time")
         hit = _walk(ns, ref)
         if isinstance(hit, Unresolved) or _contains_unresolved(hit):
@@ -241,13 +298,19 @@ class Resolver:
     :param loop_index: with ``target``, the iteration of the (outermost) loop on its path.
     :param step_params: ``step_params(path, cargo) -> dict`` values merged last into a step's
         params (trigger-time overrides: :class:`Literal` data).
+    :param tag_skips: a ``never`` tag skips the step (off at run time, where step selection —
+        which can pick a ``never`` step — is applied apart).
+    :param fetch: ``fetch(path, loop_index) -> Mapping`` the values of an earlier cab step that
+        ran (run time; preferably a :class:`LazyNS`), used instead of resolving that step.
     """
 
     def __init__(self, config_tree: Any, problems: Problems, *, allow_io: bool = False,
                  step_outputs: Optional[Mapping[str, Mapping]] = None, target: Optional[tuple] = None,
                  loop_index: Optional[int] = None, step_params: Optional[Any] = None,
-                 config_ns: Optional[Mapping] = None, cwd: Optional[str] = None, resolve_links: bool = False):
+                 config_ns: Optional[Mapping] = None, cwd: Optional[str] = None, resolve_links: bool = False,
+                 fetch: Optional[Any] = None, tag_skips: bool = True):
         from .yamlio import to_plain
+        self.fetch, self.tag_skips = fetch, tag_skips
         self.cwd, self.resolve_links = cwd, resolve_links
         self.config = NS(config_ns) if config_ns is not None else NS(to_plain(config_tree or {}))
         self.problems = problems
@@ -257,6 +320,8 @@ class Resolver:
         self.loop_index = loop_index
         self.step_params = step_params
         self.done = False
+        self.loops: dict = {}   # path of a looping recipe -> the values it iterates over
+        self.results: dict = {}  # path of a (sub-)recipe -> its params and outputs once walked
 
     def _eval(self, value: Any, ns: dict) -> Any:
         return evaluate(value, ns, allow_io=self.allow_io)
@@ -301,6 +366,7 @@ class Resolver:
                 values = [Unresolved(fl.over, "loop values known at run time")]
             else:
                 values = list(over) if isinstance(over, (list, tuple)) else [over]
+            self.loops[path] = values
         self._check_missing(recipe, p, key_path)
         indices = range(len(values))
         if self.target is not None and fl is not None and self.loop_index is not None \
@@ -323,6 +389,7 @@ class Resolver:
                 task = f"{fqname}.{index}"
             yield from self._run(recipe, it, loop_vars, step_over, assigned, task, path, chain + (recipe,),
                                  parent_ns, root_ns, loop, key_path or recipe.name, info_fq, skip_all)
+            self.results[path] = it   # params + outputs its steps provided (the last iteration's)
             if self.done:
                 return
 
@@ -416,17 +483,22 @@ class Resolver:
                     sub_over = {k: v for k, v in raw.items() if k not in cargo.schema}
                     raw = {k: v for k, v in raw.items() if k in cargo.schema}
                 raw = self._defaults(cargo, raw)
-            known = self.step_outputs.get(sfq) if step.cab is not None and \
-                (self.target is None or spath != self.target) else None
-            if known is not None:
-                values = dict(known)
-            else:
-                values = evaluate_params(raw, ns, allow_io=self.allow_io)
-                if self.cwd is not None and step.cab is not None:
-                    from .paths import normalise_params
-                    values = normalise_params(cargo.schema, values, self.cwd, resolve=self.resolve_links,
-                                              skip=_contains_unresolved)
-            if skip_all is True or "never" in step.tags:
+            known = None
+            if step.cab is not None and (self.target is None or spath != self.target):
+                known = self.step_outputs.get(sfq)
+                if known is None and self.fetch is not None:
+                    known = self.fetch(spath, loop["index"] if loop else None)
+            if known is not None:  # the step already ran: its published values stand
+                previous = known if isinstance(known, NS) else NS(known)
+                steps_ns[label] = previous
+                self._after_step(recipe, label, rec, ns, previous, steps_ns, params, assigned, key_path, lv)
+                continue
+            values = evaluate_params(raw, ns, allow_io=self.allow_io)
+            if self.cwd is not None and step.cab is not None:
+                from .paths import normalise_params
+                values = normalise_params(cargo.schema, values, self.cwd, resolve=self.resolve_links,
+                                          skip=_contains_unresolved)
+            if skip_all is True or (self.tag_skips and "never" in step.tags):
                 skip = True
             elif isinstance(step.skip, bool):
                 skip = step.skip
@@ -439,7 +511,10 @@ class Resolver:
                                        parent_ns=rec, root_ns=root, key_path=f"{skey}.recipe",
                                        locs=step.param_locs, info_fq=f"{info_fq}.{label}", skip_all=skip)
                 values = dict(values)
+                done = self.results.get(spath) or {}
                 for name in step.recipe.outputs:
+                    if name in done and not (isinstance(done[name], Unresolved) and name in values):
+                        values[name] = done[name]
                     values.setdefault(name, Unresolved(f"{label}.{name}", f"output of step '{label}'"))
                 if self.done:
                     return
@@ -456,15 +531,20 @@ class Resolver:
                         outs[name] = Unresolved(f"{label}.{name}", f"output of step '{label}'")
             previous = NS(outs)
             steps_ns[label] = previous
-            self._update(recipe, recipe, rec, dict(ns, previous=previous, steps=steps_ns), assigned, key_path, lv)
-            for alias, targets in recipe.aliases.items():
-                if alias not in params:
-                    for t in targets:
-                        tl, pname = t.split(".", 1)
-                        if tl == label and pname in outs:
-                            params[alias] = outs[pname]
-                            rec[alias] = outs[pname]
-                            break
+            self._after_step(recipe, label, rec, ns, previous, steps_ns, params, assigned, key_path, lv)
+
+    def _after_step(self, recipe: Recipe, label: str, rec: NS, ns: dict, previous: Mapping, steps_ns: NS,
+                    params: dict, assigned: Any, key_path: str, loop_var: Optional[str]) -> None:
+        """After a step: the recipe's assignments again, and recipe outputs its values provide."""
+        self._update(recipe, recipe, rec, dict(ns, previous=previous, steps=steps_ns), assigned, key_path, loop_var)
+        for alias, targets in recipe.aliases.items():
+            if alias in params:
+                continue
+            for t in targets:
+                tl, pname = t.split(".", 1)
+                if tl == label and pname in previous:
+                    params[alias] = rec[alias] = previous[pname]
+                    break
 
 
 def _implicit(schema: Any) -> bool:

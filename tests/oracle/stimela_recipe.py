@@ -28,7 +28,10 @@ import subprocess
 import sys
 import tempfile
 
-import yaml
+try:
+    import yaml
+except ImportError:  # imported by the project's tests for prepare()/recorded() only
+    yaml = None
 
 RECORDER = """#!{python}
 import json, os, sys
@@ -46,31 +49,48 @@ for option, templates in rules.items():
 """
 
 
+def prepare(scratch: str, spec: dict, python: str = sys.executable) -> tuple:
+    """Lay out ``scratch`` for ``spec`` (recorders, venvs, dirs, files); returns ``(cwd, env)``:
+    the run directory and the environment variables a run there needs. Also used by the tests to
+    give stepcab the very same layout."""
+    bindir = os.path.join(scratch, "bin")
+    venv_bins = [os.path.join(scratch, v, "bin") for v in spec.get("venvs", [])]
+    for folder in [bindir] + venv_bins:
+        os.makedirs(folder)
+        for exe in spec.get("executables", []):
+            path = os.path.join(folder, exe)
+            with open(path, "w") as fh:
+                fh.write(RECORDER.format(python=python))
+            os.chmod(path, 0o755)
+    for folder in venv_bins:
+        open(os.path.join(folder, "activate"), "w").close()
+    cwd = os.path.join(scratch, spec.get("cwd") or "work")
+    os.makedirs(cwd, exist_ok=True)
+    for d in spec.get("dirs", []):
+        os.makedirs(os.path.join(cwd, d), exist_ok=True)
+    for f in spec.get("touch", []):
+        path = os.path.join(cwd, f)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "a").close()
+    env = {"ORACLE_ARGV_OUT": os.path.join(scratch, "calls.jsonl"),
+           "ORACLE_CREATES": json.dumps(spec.get("creates") or {}),
+           "PATH": bindir + os.pathsep + os.environ["PATH"], "HOME": scratch}
+    return cwd, env
+
+
+def recorded(env: dict) -> list:
+    """The calls the recorders of a :func:`prepare` layout saw, in order."""
+    if not os.path.exists(env["ORACLE_ARGV_OUT"]):
+        return []
+    with open(env["ORACLE_ARGV_OUT"]) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
 def run(spec: dict) -> dict:
     scratch = tempfile.mkdtemp(prefix="stepcab-oracle-recipe-")
     try:
-        bindir = os.path.join(scratch, "bin")
-        venv_bins = [os.path.join(scratch, v, "bin") for v in spec.get("venvs", [])]
-        for folder in [bindir] + venv_bins:
-            os.makedirs(folder)
-            for exe in spec.get("executables", []):
-                path = os.path.join(folder, exe)
-                with open(path, "w") as fh:
-                    fh.write(RECORDER.format(python=sys.executable))
-                os.chmod(path, 0o755)
-        for folder in venv_bins:
-            open(os.path.join(folder, "activate"), "w").close()
-        cwd = os.path.join(scratch, spec.get("cwd") or "work")
-        os.makedirs(cwd, exist_ok=True)
-        for d in spec.get("dirs", []):
-            os.makedirs(os.path.join(cwd, d), exist_ok=True)
-        for f in spec.get("touch", []):
-            path = os.path.join(cwd, f)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            open(path, "a").close()
-        out = os.path.join(scratch, "calls.jsonl")
-        env = dict(os.environ, ORACLE_ARGV_OUT=out, ORACLE_CREATES=json.dumps(spec.get("creates") or {}), PATH=bindir + os.pathsep + os.environ["PATH"],
-                   HOME=scratch)
+        cwd, env_vars = prepare(scratch, spec)
+        env = dict(os.environ, **env_vars)
         cmd = [os.path.join(os.path.dirname(sys.executable), "stimela"), "run"] + list(spec.get("args", []))
         cmd += list(spec["files"])
         if spec.get("recipe"):
@@ -81,12 +101,8 @@ def run(spec: dict) -> dict:
                 text = text[:-4].strip()
             cmd.append(f"{name}={text}")
         proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-        calls = []
-        if os.path.exists(out):
-            with open(out) as fh:
-                calls = [json.loads(line) for line in fh if line.strip()]
         log = (proc.stdout + proc.stderr)[-6000:]
-        return {"rc": proc.returncode, "calls": calls, "log": log, "cmd": cmd}
+        return {"rc": proc.returncode, "calls": recorded(env_vars), "log": log, "cmd": cmd, "scratch": scratch}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
