@@ -1,7 +1,6 @@
 """Tests for plan/argv.py: unit tests per rule, golden command lines from Stimela 2.1.4, live oracle."""
 
 import glob
-import importlib.util
 import json
 import os
 import subprocess
@@ -198,17 +197,7 @@ DIVERGENCES = {
 }
 
 
-# Dynamic-schema hooks that need Stimela's own packages (scabha, omegaconf), which cannot live
-# beside Airflow 3: here a user gets a clear error naming the hook's module (the live oracle and
-# test_quartical_* compare the rest of the command line).
-NEEDS_STIMELA = {"quartical": "cultcargo.genesis.quartical.external"}
-
-
 def check_record(record, cwd):
-    if record["cab"] in NEEDS_STIMELA and importlib.util.find_spec("scabha") is None:
-        with pytest.raises(RecipeError, match=NEEDS_STIMELA[record["cab"]].replace(".", r"\.")):
-            stepcab_argv(record, cwd)
-        return
     if record["id"] in DIVERGENCES:
         assert "error" in record  # still what Stimela does
         assert stepcab_argv(record, cwd) == DIVERGENCES[record["id"]][1]
@@ -265,20 +254,3 @@ def test_live_oracle_matches(tmp_path):
         assert ("error" in live) == ("error" in committed), case_id
         assert live.get("argv") == committed.get("argv"), case_id
         check_record(live, str(tmp_path))
-
-
-def test_golden_quartical_static_part(tmp_path):
-    """Without omegaconf the quartical hook can't run here: everything but its added gain terms must match."""
-    with open(os.path.join(GOLDEN, "cc-quartical.json")) as fh:
-        record = json.load(fh)
-    problems = Problems()
-    cab = build_cab("quartical", record["cab_def"], "cabs.quartical", problems)
-    try:
-        cab = apply_dynamic_schema(cab, record["params"])
-    except RecipeError:
-        pass
-    values = {n: cab.schema[n].dtype.validate(v, cwd=str(tmp_path))
-              for n, v in fill_defaults(cab, record["params"]).items()}
-    expected = [a for a in record["argv"] if not a.startswith("G.")] if "G.type" not in cab.schema \
-        else record["argv"]
-    assert build_argv(cab, values) == expected
