@@ -253,15 +253,6 @@ def unavailable_message(cab: Cab, reason: Any) -> str:
             f"parameters it would add can't be checked, and are not passed on the command line")
 
 
-def _deferred(value: Any) -> bool:
-    from .validate import is_deferred
-    if isinstance(value, (list, tuple)):
-        return any(_deferred(v) for v in value)
-    if isinstance(value, Mapping):
-        return any(_deferred(v) for v in value.values())
-    return is_deferred(value)
-
-
 def step_schema(cab: Cab, params: Mapping[str, Any], problems: Problems) -> tuple[dict, list]:
     """The schema to check a step's params against before they are evaluated (``stepcab validate``).
 
@@ -272,7 +263,8 @@ def step_schema(cab: Cab, params: Mapping[str, Any], problems: Problems) -> tupl
         ``["*"]`` if the hook could not run): while ``pending`` is not empty, a name missing from
         the schema may still be added once those values are known, so it is not an error yet.
     """
-    pending = [name for name, value in params.items() if _deferred(value)]
+    from .validate import contains_deferred
+    pending = [name for name, value in params.items() if contains_deferred(value)]
     known = {name: value for name, value in params.items() if name not in pending}
     try:
         return apply_dynamic_schema(cab, known).schema, pending

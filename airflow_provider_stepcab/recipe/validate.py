@@ -72,7 +72,7 @@ def check_value(schema: Parameter, value: Any, *, key_path: str, loc: Loc, probl
     if is_deferred(value):
         check_expression(value, key_path=key_path, loc=loc, problems=problems)
         return value
-    if _contains_deferred(value):  # e.g. a list with a formula inside: check syntax only
+    if contains_deferred(value):  # e.g. a list with a formula inside: check syntax only
         check_expressions(value, key_path=key_path, loc=loc, problems=problems)
         return value
     dtype = schema.dtype
@@ -94,11 +94,12 @@ def check_value(schema: Parameter, value: Any, *, key_path: str, loc: Loc, probl
     return value
 
 
-def _contains_deferred(value: Any) -> bool:
+def contains_deferred(value: Any) -> bool:
+    """A formula or substitution, or a list/mapping with one inside."""
     if isinstance(value, (list, tuple)):
-        return any(_contains_deferred(v) for v in value)
+        return any(contains_deferred(v) for v in value)
     if isinstance(value, Mapping):
-        return any(_contains_deferred(v) for v in value.values())
+        return any(contains_deferred(v) for v in value.values())
     return is_deferred(value)
 
 
