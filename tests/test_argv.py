@@ -13,6 +13,7 @@ from airflow_provider_stepcab.plan.argv import (
 )
 from airflow_provider_stepcab.recipe.cab import apply_dynamic_schema, build_cab
 from airflow_provider_stepcab.recipe.errors import Problems, RecipeError
+from airflow_provider_stepcab.recipe.model import POLICY_FIELDS
 from airflow_provider_stepcab.recipe.yamlio import load_yaml_file, load_yaml_text
 
 HERE = os.path.dirname(__file__)
@@ -213,9 +214,22 @@ def check_record(record, cwd):
 GOLDEN_RECORDS = golden_records()
 
 
+def _policies_used(record):
+    cab = record.get("cab_def") or {}
+    used = set((cab.get("policies") or {}))
+    for section in ("inputs", "outputs"):
+        for schema in (cab.get(section) or {}).values():
+            if isinstance(schema, dict):
+                used |= {k for k, v in (schema.get("policies") or {}).items() if v is not None}
+    return used
+
+
 def test_golden_coverage():
     ids = {r["id"] for r in GOLDEN_RECORDS}
-    assert len([i for i in ids if i.startswith("cc-")]) >= 15
+    assert len([i for i in ids if i.startswith("cc-")]) >= 24
+    # every Stimela policy is exercised by a case that Stimela ran to a command line
+    used = set().union(*(_policies_used(r) for r in GOLDEN_RECORDS if "argv" in r))
+    assert used >= set(POLICY_FIELDS), set(POLICY_FIELDS) - used
     assert {"policies-all", "err-no-repeat", "err-list-key-value", "err-missing-required"} <= ids
 
 
@@ -236,7 +250,8 @@ def _oracle_python():
     return os.path.join(os.environ.get("ORACLE_VENV", os.path.join(ROOT, ".oracle-venv")), "bin", "python")
 
 
-LIVE_IDS = ["policies-all", "policies-coerce", "policies-kv-nested", "err-no-repeat", "cc-breizorro"]
+LIVE_IDS = ["policies-all", "policies-coerce", "policies-kv-nested", "policies-omegaconf", "err-no-repeat",
+            "cc-breizorro", "cc-quartical-terms"]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="oracle needs a POSIX shell")

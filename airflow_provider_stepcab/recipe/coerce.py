@@ -78,16 +78,21 @@ def coerce(tp: Any, value: Any) -> Any:
         return value
     origin = typing.get_origin(tp)
     if origin is Union:
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None and len(args) < len(typing.get_args(tp)):
             return None
+        if len(args) == 1:
+            return coerce(args[0], value)
+        # OmegaConf's union nodes convert nothing: the value must already be one of the types
         for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce(arg, value)
-            except ValueError:
-                pass
+            if arg in _SCALARS and type(value) is arg:
+                return value
+        for arg in args:  # container members (only in our own option types)
+            if arg not in _SCALARS:
+                try:
+                    return coerce(arg, value)
+                except ValueError:
+                    pass
         raise ValueError(f"expected {type_name(tp)}, got {value_name(value)}")
     if value is None:
         raise ValueError(f"expected {type_name(tp)}, got null")
