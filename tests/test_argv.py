@@ -12,6 +12,7 @@ from airflow_provider_stepcab.plan.argv import (
     CommandLineError, build_arguments, build_argv, fill_defaults, filter_params,
 )
 from airflow_provider_stepcab.recipe.cab import apply_dynamic_schema, build_cab
+from airflow_provider_stepcab.recipe.dynamic_schema import flatten_params
 from airflow_provider_stepcab.recipe.errors import Problems, RecipeError
 from airflow_provider_stepcab.recipe.model import POLICY_FIELDS
 from airflow_provider_stepcab.recipe.yamlio import load_yaml_file, load_yaml_text
@@ -171,6 +172,7 @@ def stepcab_argv(record, cwd):
     params = record["params"]
     if cab.dynamic_schema:
         cab = apply_dynamic_schema(cab, params)
+    params, _ = flatten_params(params, cab.schema)  # Stimela flattens with the (dynamic) schema
     values = fill_defaults(cab, params)
     validated = {}
     for name, value in values.items():

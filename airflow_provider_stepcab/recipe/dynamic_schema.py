@@ -253,27 +253,56 @@ def unavailable_message(cab: Cab, reason: Any) -> str:
             f"parameters it would add can't be checked, and are not passed on the command line")
 
 
-def step_schema(cab: Cab, params: Mapping[str, Any], problems: Problems) -> tuple[dict, list]:
+def flatten_params(params: Mapping[str, Any], schema: Mapping[str, Any],
+                   locs: Optional[Mapping[str, Loc]] = None) -> tuple[dict, dict]:
+    """Params with nested mappings flattened to dotted names where ``schema`` has such names.
+
+    Stimela gives a dynamic-schema hook the step's params as written (``K: {type: delay}``) and
+    flattens them with the schema the hook returned (``K.type``). Call this with the schema of
+    :func:`apply_dynamic_schema`'s cab before validating and building the argv.
+
+    :param locs: locations of ``params`` by name (kept; flattened names get their own or their parent's).
+    :returns: ``(params, locs)``.
+    """
+    from .recipes import _flatten_into  # the flattening every step gets at build time
+    out: dict = {}
+    out_locs: dict = {}
+    _flatten_into(dict(params), "", schema, set(), out, out_locs)
+    locs = locs or {}
+    for name in out:
+        parent = next((p for p in locs if name == p or name.startswith(f"{p}.")), None)
+        if parent is not None and (name == parent or not out_locs.get(name) or not out_locs[name].line):
+            out_locs[name] = locs[parent]
+    return out, out_locs
+
+
+def step_schema(cab: Cab, params: Mapping[str, Any], problems: Problems,
+                locs: Optional[Mapping[str, Loc]] = None) -> tuple[dict, list, dict, dict]:
     """The schema to check a step's params against before they are evaluated (``stepcab validate``).
 
     The hook runs with the values known now (literals); formulas and substitutions are left out.
-    A hook that can't run here is reported once per cab, as a warning.
+    A hook that can't run here is reported once per cab, as a warning (by :func:`.cab.build_cab`
+    when its module isn't installed at all).
 
-    :returns: ``(schema, pending)``: the schema, and the names whose values were left out (or
-        ``["*"]`` if the hook could not run): while ``pending`` is not empty, a name missing from
-        the schema may still be added once those values are known, so it is not an error yet.
+    :returns: ``(schema, pending, params, locs)``: the schema; the names whose values were left out
+        (or ``["*"]`` if the hook could not run): while ``pending`` is not empty, a name missing
+        from the schema may still be added once those values are known, so it is not an error yet;
+        and the params (and their locations) flattened with the schema (:func:`flatten_params`).
     """
     from .validate import contains_deferred
     pending = [name for name, value in params.items() if contains_deferred(value)]
     known = {name: value for name, value in params.items() if name not in pending}
     try:
-        return apply_dynamic_schema(cab, known).schema, pending
+        schema = apply_dynamic_schema(cab, known).schema
     except DynamicSchemaUnavailable as exc:
-        problems.warning(cab.loc, f"cabs.{cab.name}.dynamic_schema", unavailable_message(cab, exc.reason),
-                         "dynamic-schema-unavailable")
-        return cab.schema, ["*"]
+        module = str(cab.dynamic_schema).rsplit(".", 1)[0]
+        if module_findable(module):  # else build_cab said it already
+            problems.warning(cab.loc, f"cabs.{cab.name}.dynamic_schema", unavailable_message(cab, exc.reason),
+                             "dynamic-schema-unavailable")
+        return cab.schema, ["*"], dict(params), dict(locs or {})
     except RecipeError as exc:
-        if pending:  # may fail only for want of the values that are left out
-            return cab.schema, pending
-        problems.extend(exc.problems)
-        return cab.schema, []
+        if not pending:  # else it may fail only for want of the values left out
+            problems.extend(exc.problems)
+        return cab.schema, pending or [], dict(params), dict(locs or {})
+    flat, flat_locs = flatten_params(params, schema, locs)
+    return schema, pending, flat, flat_locs

@@ -178,9 +178,10 @@ def check_step_params(step: Step, key_path: str, problems: Problems) -> None:
             _check_nested(sub_step, sub, value, f"{key_path}.params.{name}",
                           step.param_locs.get(name, step.loc), problems)
     schema, pending, note = cargo.schema, [], ""
+    params, locs = step.params, step.param_locs
     if step.cab is not None and step.cab.dynamic_schema:
         from .dynamic_schema import step_schema
-        schema, pending = step_schema(step.cab, step.params, problems)
+        schema, pending, params, locs = step_schema(step.cab, step.params, problems, step.param_locs)
         cab_name = step.cab.name
         note = (f": cab '{cab_name}' has a dynamic schema that can't be run here" if pending == ["*"] else
                 f": the dynamic schema of cab '{cab_name}' may add it once the value of "
@@ -188,12 +189,12 @@ def check_step_params(step: Step, key_path: str, problems: Problems) -> None:
                 f" (nor added by the dynamic schema of cab '{cab_name}' for these values)")
     elif getattr(cargo, "dynamic_schema", None):  # a recipe's dynamic schema: not run here
         pending = ["*"]
-    validate_params(schema, step.params, key_path=f"{key_path}.params", loc=step.loc, problems=problems,
-                    strict_unknown=not pending, locs=step.param_locs, allowed_extra=extra, unknown_note=note)
-    for name, value in step.params.items():
+    validate_params(schema, params, key_path=f"{key_path}.params", loc=step.loc, problems=problems,
+                    strict_unknown=not pending, locs=locs, allowed_extra=extra, unknown_note=note)
+    for name, value in params.items():
         p = schema.get(name)
         if p is not None and p.implicit is not UNSET and p.implicit is not None and not p.is_output:
-            problems.error(step.param_locs.get(name, step.loc), f"{key_path}.params.{name}",
+            problems.error(locs.get(name, step.loc), f"{key_path}.params.{name}",
                            f"implicit parameter '{name}' cannot be set", "implicit-param")
 
 
