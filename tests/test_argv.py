@@ -11,6 +11,7 @@ import pytest
 from airflow_provider_stepcab.plan.argv import (
     CommandLineError, build_arguments, build_argv, fill_defaults, filter_params,
 )
+from airflow_provider_stepcab.plan.flavours import build_flavour_argv
 from airflow_provider_stepcab.recipe.cab import apply_dynamic_schema, build_cab
 from airflow_provider_stepcab.recipe.dynamic_schema import flatten_params
 from airflow_provider_stepcab.recipe.errors import Problems, RecipeError
@@ -180,6 +181,8 @@ def stepcab_argv(record, cwd):
         if schema is None:
             raise ValueError(f"unknown parameter '{name}'")
         validated[name] = schema.dtype.validate(value, cwd=cwd)
+    if cab.flavour.kind != "binary":  # python / python-code (casa6 cabs too): Stimela's interpreter name
+        return build_flavour_argv(cab, validated, python="python")
     return build_argv(cab, validated)
 
 

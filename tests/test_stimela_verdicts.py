@@ -303,3 +303,16 @@ def test_values_converted_as_omegaconf_does(case):
     except ValueError:
         result = "error"
     assert result == case["result"] and type(result) is type(case["result"])
+
+
+def test_broken_cult_cargo_cab_rejected_like_stimela(tmp_path):
+    """cult-cargo 0.2.1's mosaic-queen has ``dtype: store_true`` inputs: Stimela 2.1.4 rejects the
+    cab (golden err-mosaic-queen-dtype, 'inputs.regrid was interpreted as nested section'); so do we."""
+    pytest.importorskip("cultcargo")
+    with open(os.path.join(ORACLE, "golden", "err-mosaic-queen-dtype.json")) as fh:
+        assert "inputs.regrid" in json.load(fh)["error"]
+    path = tmp_path / "mq.yml"
+    path.write_text("_include: [(cultcargo)mosaic-queen.yml]\nmq:\n  steps:\n    s:\n      cab: mosaic-queen\n"
+                    "      params: {input: imgs, target-images: [a.fits], name: m}\n")
+    errors = load_file(str(path)).problems.errors
+    assert any(p.key == "cabs.mosaic-queen.inputs.regrid" and "nested section" in p.message for p in errors)
