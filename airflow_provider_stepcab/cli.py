@@ -3,7 +3,8 @@
 Nothing here imports Airflow at module import time; subcommands that need it import it lazily.
 
 * ``stepcab validate PATH... [--strict]`` — one line per problem, ``file:line: key.path: message``;
-  exit status 1 if there are errors, 0 with warnings only. Folders are searched for YAML files.
+  exit status 1 if there are errors, 0 with warnings and notes only (a note names a required input
+  that nothing sets: it needs a value at run time). Folders are searched for YAML files.
 * ``stepcab plan FILE... [--recipe NAME] [--backend B] [-p NAME=VALUE ...] [--json]``
 * ``stepcab plan FILE... --script [--backend native|singularity|podman|docker]`` — a shell script.
 * ``stepcab doc NAME [FILE...]`` — the schema of a cab or recipe as a table.
@@ -31,25 +32,43 @@ def _print_problems(problems: Any, out: Any, seen: Optional[set] = None) -> tupl
         print(line, file=out)
         if p.is_error:
             errors += 1
-        else:
+        elif p.severity == "warning":
             warnings += 1
     return errors, warnings
 
 
 # --------------------------------------------------------------------------- validate
 
+def _run_time_notes(recipes: dict) -> Any:
+    """A note for every required input of the file's recipes that nothing sets."""
+    from .recipe.errors import Problems
+    from .recipe.requirements import required_unset
+    notes = Problems()
+    for rname, recipe in recipes.items():
+        for name, loc in required_unset(recipe):
+            notes.note(loc, f"{rname}.inputs.{name}", f"required input '{name}' needs a value at run time: "
+                       f"nothing in the recipe sets it (give it with -p {name}=... or in the trigger form)",
+                       "needs-value")
+    return notes
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from .recipe.api import load_all
     seen: set = set()
-    n_err = n_warn = n_files = n_recipes = 0
+    n_err = n_warn = n_notes = n_files = n_recipes = 0
     for result in load_all(args.paths, strict=args.strict, include_dirs=args.include or ()):
         n_files += 1
         n_recipes += len(result.recipes)
         e, w = _print_problems(result.problems, sys.stdout, seen)
+        notes = _run_time_notes(result.recipes)
+        _print_problems(notes, sys.stdout, seen)
         n_err += e
         n_warn += w
+        n_notes += len(notes)
     if not args.quiet:
-        print(f"{n_files} file(s), {n_recipes} recipe(s): {n_err} error(s), {n_warn} warning(s)", file=sys.stderr)
+        tail = f", {n_notes} note(s)" if n_notes else ""
+        print(f"{n_files} file(s), {n_recipes} recipe(s): {n_err} error(s), {n_warn} warning(s){tail}",
+              file=sys.stderr)
     return EXIT_ERRORS if n_err else EXIT_OK
 
 

@@ -169,7 +169,10 @@ inputs:
     ("inputs:\n  a: {dtype: 3}\n", "dtype must be a string"),
     ("inputs:\n  a: {category: Weird}\n", "unknown category"),
     ("inputs:\n  a: {policies: {repeat: [1]}}\n", "policy 'repeat' must be a str"),
-    ("inputs:\n  a: {policies: {positional: 'yes'}}\n", "policy 'positional' must be a bool"),
+    ("inputs:\n  a: {policies: {positional: 'maybe'}}\n", "policy 'positional' must be a bool"),
+    ("inputs:\n  a: {policies: {positional: 2.5}}\n", "policy 'positional' must be a bool"),
+    ("inputs:\n  a: {policies: {replace: {1: x}}}\n", "policy 'replace' must be a Dict[str, str]"),
+    ("inputs:\n  a: {policies: {format_list: x}}\n", "policy 'format_list' must be a List[str]"),
     ("inputs: [a, b]\n", "a schema mapping is expected"),
 ])
 def test_bad_inputs(text, fragment):
@@ -219,3 +222,22 @@ def test_all_cultcargo_schemas_parse_without_errors():
                     assert not problems.errors, [str(p) for p in problems.errors]
                 count += 1
     assert count > 40
+
+
+@pytest.mark.parametrize("policy,value,expected", [
+    # what OmegaConf makes of them when Stimela 2.1.4 reads ParameterPolicies (checked in its venv)
+    ("repeat", "false", "False"), ("repeat", "1", "1"), ("explicit_true", "true", "True"),
+    ("positional", "'yes'", True), ("positional", "1", True), ("key_value", "0", False),
+    ("key_value", "'off'", False), ("format_list", "[1, true]", ["1", "True"]), ("replace", "{_: 1}", {"_": "1"}),
+])
+def test_policies_are_converted_as_stimela_does(policy, value, expected):
+    schema, problems = schema_of(f"inputs:\n  a: {{dtype: str, policies: {{{policy}: {value}}}}}\n")
+    assert not problems, [str(p) for p in problems]
+    assert getattr(schema["a"].policies, policy) == expected
+
+
+def test_misspelled_policy_suggests_the_right_one():
+    _, problems = schema_of("inputs:\n  a: {dtype: str, policies: {postional: true}}\n")
+    (w,) = problems.warnings
+    assert "unknown policy 'postional'" in w.message and "did you mean 'positional'?" in w.message
+    assert str(w).startswith("cab.yml:2:")

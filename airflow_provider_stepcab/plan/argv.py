@@ -16,6 +16,12 @@ Rules (``Cab.build_command_line``/``build_argument_list``):
 7. Lists are laid out by ``repeat``: ``list`` → ``opt x y``; ``[]`` → ``opt [x,y]``; ``repeat`` →
    ``opt x opt y``; any other string joins them; unset → error.
 8. Result: ``positional_head`` values, options, then ``positional`` values.
+
+Only names in ``cab.schema`` are used. Others are rejected before an argv is built: by
+validation, and for a ``dynamic_schema`` cab by validating against the cab that
+:func:`..recipe.dynamic_schema.apply_dynamic_schema` returns (build the argv from that cab, with
+the params flattened by :func:`..recipe.dynamic_schema.flatten_params`). Only a hook that can't
+run here leaves names out, with a warning (docs/divergences.md).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from airflow_provider_stepcab import diskcache
 
+from .backends import check_config_backend
 from .errors import Loc, Problem, Problems, RecipeError
 from .model import Recipe
 from .recipes import BuildContext, build_recipe
@@ -180,6 +181,7 @@ def choose_recipe(config: Any, name: Optional[str] = None) -> str:
 
 def _build_named(config: Any, names: Iterable[str], problems: Problems, strict: bool) -> dict:
     ctx = BuildContext(config, problems, strict)
+    check_config_backend(getattr(config, "tree", config), problems, strict)
     lib = ctx.lib_recipes()
     out = {}
     for name in names:

@@ -25,7 +25,10 @@ from .backend_schema import (  # noqa: F401 - re-exported
     DEFAULT_SELECT, BackendOptions, BindDir, DaskCluster, KubeDebug, KubeInfrastructure, KubeOptions,
     KubePodSpec, KubeUser, KubeVolume, NativeOptions, PodLimits, PodmanOptions, SingularityOptions, SlurmOptions,
 )
+from .coerce import coerce as _coerce
+from .coerce import value_name as _vname
 from .errors import UNKNOWN_LOC, Loc, Problems
+from .suggest import unknown_key_message
 from .yamlio import CMap, loc_of
 
 #: backends Stimela 2.1.4 can select (``slurm`` is a wrapper, not a selectable backend),
@@ -82,67 +85,6 @@ def _is_deferred(value: Any) -> bool:
     return isinstance(value, str) and (value.startswith("=") or "{" in value)
 
 
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-
-
-def _coerce(tp: Any, value: Any) -> Any:
-    """Coerce ``value`` to annotation ``tp`` like OmegaConf does; raise ValueError."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin is Union:
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value)
-            except ValueError:
-                pass
-        raise ValueError(f"expected {_tname(tp)}, got {_vname(value)}")
-    if value is None:
-        raise ValueError(f"expected {_tname(tp)}, got null")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-            return value.lower() in _TRUE
-        raise ValueError(f"expected a bool, got {_vname(value)}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ValueError(f"expected an int, got {_vname(value)}")
-    if tp is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value) if not isinstance(value, str) else value
-        if isinstance(value, bool):
-            return str(value)
-        raise ValueError(f"expected a string, got {_vname(value)}")
-    if origin in (dict, Dict) and not isinstance(value, dict):
-        raise ValueError(f"expected a mapping, got {_vname(value)}")
-    if origin in (list, List) and not isinstance(value, list):
-        raise ValueError(f"expected a list, got {_vname(value)}")
-    return value
-
-
-def _tname(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _vname(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"
-
-
 class _Parser:
     def __init__(self, problems: Optional[Problems], strict: bool):
         self.problems = problems
@@ -154,7 +96,7 @@ class _Parser:
         if self.strict:
             self.problems.error(loc, key, message, "unknown-backend-key")
         else:
-            self.problems.warning(loc, key, message + " (Stimela would reject it)", "unknown-backend-key")
+            self.problems.warning(loc, key, message + ": Stimela 2.1.4 would reject it", "unknown-backend-key")
 
     def error(self, loc: Loc, key: str, message: str) -> None:
         if self.problems is not None:
@@ -176,7 +118,10 @@ class _Parser:
                 continue
             f = fields.get(key)
             if f is None or key == "extras":
-                self.unknown(kloc, kpath, f"unknown backend option '{key}' (not in {cls.__name__})")
+                known = [k for k in fields if k != "extras"]
+                known += list(EXTRA_SECTIONS) if cls is BackendOptions else []
+                self.unknown(kloc, kpath, unknown_key_message("backend option", key, known,
+                                                              f"not in {cls.__name__}"))
                 continue
             if cls is BackendOptions and key == "select":
                 try:
@@ -185,7 +130,8 @@ class _Parser:
                     self.error(kloc, kpath, str(exc))
                 for name in obj.select:
                     if name not in SELECTABLE and not _is_deferred(name):
-                        self.unknown(kloc, kpath, f"unknown backend '{name}' in select")
+                        self.unknown(kloc, kpath, unknown_key_message("backend", name, SELECTABLE,
+                                                                      "in select"))
                 continue
             setattr(obj, key, self.value(hints[key], value, kpath, kloc, f.metadata.get("choices"),
                                          getattr(obj, key)))
@@ -234,6 +180,18 @@ def parse_backend_options(tree: Any, loc: Optional[Loc] = None, key_path: str = 
     :param strict: unknown keys are errors instead of warnings.
     """
     return _Parser(problems, strict).dataclass(BackendOptions, tree, key_path, loc or loc_of(tree))
+
+
+def check_config_backend(tree: Any, problems: Problems, strict: bool = False) -> None:
+    """Check the merged config's ``opts.backend`` (Stimela rejects a whole run for a bad key there).
+
+    Unknown keys are warnings, errors with ``strict``; wrong value types are errors. Locations
+    are those of the file that wrote each key.
+    """
+    opts = tree.get("opts") if isinstance(tree, dict) else None
+    node = opts.get("backend") if isinstance(opts, dict) else None
+    if node is not None:
+        parse_backend_options(node, loc_of(opts, "backend"), "opts.backend", problems, strict)
 
 
 def effective_backend(config_tree: Any, recipe_chain: Any = (), cab: Any = None, step: Any = None,
@@ -311,4 +269,5 @@ __all__ = [
     "BackendOptions", "NativeOptions", "SingularityOptions", "KubeOptions", "SlurmOptions", "BindDir",
     "KubeVolume", "KubePodSpec", "merge_backend_layers", "parse_backend_options", "effective_backend",
     "select_list", "select_backend", "SELECTABLE", "EXTRA_SECTIONS", "PodmanOptions", "engine_options",
+    "check_config_backend",
 ]

@@ -3,24 +3,21 @@
 Mirrors Stimela 2.1.4's ``Cargo``/``Cab`` dataclasses: unknown keys, which Stimela
 rejects, are warnings here (errors with ``strict``); the spelling ``flavor`` is
 always an error, as in Stimela.  ``dynamic_schema`` hooks (``module.function``)
-are imported lazily by :func:`apply_dynamic_schema`; :func:`build_cab` only checks
-that the module can be found and warns if not.
+are run by :func:`.dynamic_schema.apply_dynamic_schema` (re-exported here);
+:func:`build_cab` only checks that the module can be found: a warning if not
+(an error with ``strict``, as Stimela can't load such a cab).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import dataclasses
-import importlib
-import importlib.util
-import sys
-import types
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
-from .errors import Loc, Problems, RecipeError
-from .model import Cab, Flavour, ImageSpec, Management, Parameter
-from .params import PARAM_FIELDS, build_parameter, parse_policies, parse_schema
+from .dynamic_schema import (  # noqa: F401 - re-exported
+    REPRODUCED, DynamicSchemaUnavailable, apply_dynamic_schema, load_dynamic_schema, module_findable, unavailable_message,
+)
+from .errors import Loc, Problems
+from .model import Cab, Flavour, ImageSpec, Management
+from .params import parse_policies, parse_schema
 from .yamlio import loc_of, to_plain
 
 CAB_FIELDS = (
@@ -209,113 +206,8 @@ def build_cab(name: str, node: Any, key_path: str, problems: Problems, *, strict
         else:
             cab.dynamic_schema = dyn
             module = dyn.rsplit(".", 1)[0]
-            if not _module_findable(module):
-                problems.warning(dloc, f"{key_path}.dynamic_schema",
-                                 f"dynamic schema module '{module}' is not importable here: inputs/outputs it "
-                                 f"would add at run time are unknown", "dynamic-schema-unavailable")
+            if dyn not in REPRODUCED and not module_findable(module):  # Stimela can't load such a cab
+                _report(problems, strict, dloc, f"{key_path}.dynamic_schema",
+                        unavailable_message(cab, f"module '{module}' is not installed"),
+                        "dynamic-schema-unavailable")
     return cab
-
-
-def _module_findable(module: str) -> bool:
-    if module in sys.modules:
-        return True
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-# ----------------------------------------------------------------- dynamic schemas
-class _ShimParameter:
-    """Stand-in for ``scabha.cargo.Parameter`` so hooks importing it work without Stimela."""
-
-    def __init__(self, **kw: Any):
-        unknown = set(kw) - set(PARAM_FIELDS)
-        if unknown:
-            raise TypeError(f"unexpected Parameter field(s): {', '.join(sorted(unknown))}")
-        self.__dict__.update(kw)
-        self._fields = dict(kw)
-
-
-def _scabha_shim() -> dict:
-    """Fake ``scabha``/``scabha.cargo`` modules (only used when the real scabha is missing)."""
-    scabha = types.ModuleType("scabha")
-    cargo = types.ModuleType("scabha.cargo")
-    cargo.Parameter = _ShimParameter  # type: ignore[attr-defined]
-    scabha.cargo = cargo  # type: ignore[attr-defined]
-    scabha.__path__ = []  # type: ignore[attr-defined]
-    return {"scabha": scabha, "scabha.cargo": cargo}
-
-
-@contextlib.contextmanager
-def _scabha_importable() -> Iterator[None]:
-    """While active, ``import scabha.cargo`` works (the real one, else a shim removed afterwards)."""
-    shim = {} if _module_findable("scabha") else _scabha_shim()
-    added = [k for k in shim if k not in sys.modules]
-    sys.modules.update({k: shim[k] for k in added})
-    try:
-        yield
-    finally:
-        for k in added:
-            sys.modules.pop(k, None)
-
-
-def load_dynamic_schema(spec: str) -> Callable:
-    """Import ``module.function``; ``scabha.cargo.Parameter`` is shimmed if scabha is absent.
-
-    :raises ImportError: naming the module when it (or one of its imports) is unavailable.
-    """
-    module_name, func_name = spec.rsplit(".", 1)
-    with _scabha_importable():
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ImportError(f"can't import dynamic schema module '{module_name}': {exc}") from exc
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise ImportError(f"'{spec}' is not a callable in module '{module_name}'")
-    return func
-
-
-def _to_parameter(name: str, value: Any, is_output: bool, problems: Problems, key_path: str) -> Parameter:
-    if isinstance(value, Parameter):
-        return dataclasses.replace(value, name=name, is_output=is_output)
-    if isinstance(value, _ShimParameter):
-        fields = value._fields
-    elif isinstance(value, dict):
-        fields = value
-    elif hasattr(value, "__dataclass_fields__"):  # a real scabha Parameter
-        fields = {f: getattr(value, f) for f in PARAM_FIELDS if hasattr(value, f)}
-        fields = {k: v for k, v in fields.items() if v not in (None, (), "<UNSET DEFAULT VALUE>")}
-    else:
-        fields = {k: value[k] for k in value} if hasattr(value, "keys") else {}
-    fields = to_plain({k: (dict(v) if hasattr(v, "keys") and not isinstance(v, dict) else v)
-                       for k, v in fields.items()})
-    return build_parameter(name, fields, Loc(f"<dynamic schema {key_path}>"), f"{key_path}.{name}", problems,
-                           is_output=is_output)
-
-
-def apply_dynamic_schema(cab: Cab, params: dict, problems: Optional[Problems] = None) -> Cab:
-    """Return a copy of ``cab`` whose inputs/outputs the cab's ``dynamic_schema`` hook produced.
-
-    ``params`` are the step's values (unset ones left out). Without a hook, ``cab`` is returned.
-
-    :raises RecipeError: if the hook can't be imported or fails.
-    """
-    if not cab.dynamic_schema:
-        return cab
-    problems = problems if problems is not None else Problems()
-    key_path = f"cabs.{cab.name}.dynamic_schema"
-    try:
-        func = load_dynamic_schema(cab.dynamic_schema)
-        with _scabha_importable():
-            inputs, outputs = func(dict(params), dict(cab.inputs), dict(cab.outputs))
-    except Exception as exc:  # noqa: BLE001 - a user hook may raise anything
-        problems.error(cab.loc, key_path, f"error evaluating dynamic schema '{cab.dynamic_schema}': "
-                       f"{type(exc).__name__}: {exc}", "dynamic-schema")
-        raise RecipeError(problems.errors) from exc
-    new = copy.copy(cab)
-    new.inputs = {n: _to_parameter(n, v, False, problems, key_path) for n, v in inputs.items()}
-    new.outputs = {n: _to_parameter(n, v, True, problems, key_path) for n, v in outputs.items()}
-    problems.raise_if_errors()
-    return new

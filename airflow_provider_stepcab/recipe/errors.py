@@ -29,6 +29,8 @@ UNKNOWN_LOC = Loc("<unknown>", 0)
 
 ERROR = "error"
 WARNING = "warning"
+#: not a problem with the file, but something the user must still do (e.g. give a value at run time)
+NOTE = "note"
 
 
 @record(frozen=True)
@@ -38,7 +40,7 @@ class Problem:
     :param loc: where the offending value is written.
     :param key: dotted key path inside the document (``recipe.steps.s1.params.x``).
     :param message: what is wrong, in words a user understands.
-    :param severity: :data:`ERROR` or :data:`WARNING`.
+    :param severity: :data:`ERROR`, :data:`WARNING` or :data:`NOTE`.
     :param code: a short machine-readable kind (``missing-include``, ``unknown-param`` ...).
     """
 
@@ -74,6 +76,9 @@ class Problems:
     def warning(self, loc: Loc, key: str, message: str, code: str = "") -> None:
         self.add(Problem(loc, key, message, WARNING, code))
 
+    def note(self, loc: Loc, key: str, message: str, code: str = "") -> None:
+        self.add(Problem(loc, key, message, NOTE, code))
+
     def extend(self, problems: Iterable[Problem]) -> None:
         for p in problems:
             self.add(p)
@@ -84,7 +89,11 @@ class Problems:
 
     @property
     def warnings(self) -> list[Problem]:
-        return [p for p in self.items if not p.is_error]
+        return [p for p in self.items if p.severity == WARNING]
+
+    @property
+    def notes(self) -> list[Problem]:
+        return [p for p in self.items if p.severity == NOTE]
 
     def __iter__(self) -> Iterator[Problem]:
         return iter(self.items)

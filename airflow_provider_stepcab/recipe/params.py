@@ -15,12 +15,14 @@ parameter.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
+from .coerce import coerce, type_name
 from .dtypes import DType, parse_dtype
 from .errors import Loc, Problems
 from .model import POLICY_FIELDS, UNSET, Parameter, PathPolicies, Policies
-from .yamlio import loc_of
+from .suggest import unknown_key_message
+from .yamlio import loc_of, to_plain
 
 # Fields a schema mapping may use (Stimela's Parameter dataclass).
 PARAM_FIELDS = (
@@ -35,11 +37,11 @@ _STR_FIELDS = ("info", "nom_de_guerre", "metavar", "abbreviation")
 _LIST_FIELDS = ("tags", "choices", "element_choices", "aliases")
 _DEPRECATED_PATH = {"remove_if_exists": "remove_if_exists", "access_parent_dir": "access_parent",
                     "write_parent_dir": "write_parent"}
-_POLICY_TYPES = {
+_POLICY_TYPES = {  # as scabha's ParameterPolicies declares them
     "key_value": bool, "positional": bool, "positional_head": bool, "skip": bool, "skip_implicits": bool,
     "disable_substitutions": bool, "pass_missing_as_none": bool, "repeat": str, "prefix": str,
     "explicit_true": str, "explicit_false": str, "split": str, "format": str,
-    "replace": dict, "format_list": list, "format_list_scalar": list,
+    "replace": Dict[str, str], "format_list": List[str], "format_list_scalar": List[str],
 }
 
 
@@ -58,24 +60,18 @@ def parse_policies(node: Any, key_path: str, problems: Problems, *, strict: bool
     for key, value in node.items():
         loc = loc_of(node, key)
         if key not in POLICY_FIELDS:
-            _report(problems, strict, loc, f"{key_path}.{key}", f"unknown policy '{key}' "
-                    f"(known: {', '.join(POLICY_FIELDS)})", "unknown-policy")
+            _report(problems, strict, loc, f"{key_path}.{key}",
+                    unknown_key_message("policy", key, POLICY_FIELDS, f"known: {', '.join(POLICY_FIELDS)}"),
+                    "unknown-policy")
             continue
         if value is None:
             continue
-        want = _POLICY_TYPES[key]
-        if want is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)  # OmegaConf turns numbers into strings for str fields
-        if want is str and isinstance(value, bool) and key in ("explicit_true", "explicit_false"):
-            value = str(value)
-        if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
-            problems.error(loc, f"{key_path}.{key}", f"policy '{key}' must be a {want.__name__}, "
-                           f"got {value!r}", "bad-policy")
+        try:  # OmegaConf's conversions, as Stimela reads policies (repeat: false -> "False")
+            value = coerce(_POLICY_TYPES[key], value)
+        except ValueError:
+            problems.error(loc, f"{key_path}.{key}", f"policy '{key}' must be a "
+                           f"{type_name(_POLICY_TYPES[key])}, got {to_plain(value)!r}", "bad-policy")
             continue
-        if key == "replace":
-            value = {str(k): str(v) for k, v in value.items()}
-        elif want is list:
-            value = [str(x) for x in value]
         setattr(pol, key, value)
     return pol
 
@@ -136,8 +132,8 @@ def build_parameter(name: str, fields: dict, loc: Loc, key_path: str, problems: 
     for key, value in fields.items():
         kp = f"{key_path}.{key}"
         if key not in PARAM_FIELDS:
-            _report(problems, strict, floc(key), kp, f"unknown parameter field '{key}' "
-                    f"(known: {', '.join(PARAM_FIELDS)})", "unknown-field")
+            _report(problems, strict, floc(key), kp, unknown_key_message(
+                "parameter field", key, PARAM_FIELDS, f"known: {', '.join(PARAM_FIELDS)}"), "unknown-field")
             continue
         given.append(key)
         if key == "dtype":
@@ -150,7 +146,9 @@ def build_parameter(name: str, fields: dict, loc: Loc, key_path: str, problems: 
         elif key in _BOOL_FIELDS:
             if value is None and key in ("must_exist", "skip_freshness_checks", "required"):
                 continue
-            if not isinstance(value, bool):
+            try:  # OmegaConf's conversions ("yes" -> True), as Stimela reads schemas
+                value = coerce(bool, value)
+            except ValueError:
                 problems.error(floc(key), kp, f"'{key}' must be true or false, got {value!r}", "bad-field")
                 continue
             setattr(p, key, value)

@@ -10,7 +10,9 @@ from typing import Any, Iterable, Mapping, Optional
 
 from .errors import FormulaError, Loc, Problems
 from .model import UNSET, Parameter, Step
+from .suggest import did_you_mean
 from .yamlio import loc_of
+
 
 def is_formula_text(value: Any) -> bool:
     """``=...`` but not the ``==...`` escape."""
@@ -70,7 +72,7 @@ def check_value(schema: Parameter, value: Any, *, key_path: str, loc: Loc, probl
     if is_deferred(value):
         check_expression(value, key_path=key_path, loc=loc, problems=problems)
         return value
-    if _contains_deferred(value):  # e.g. a list with a formula inside: check syntax only
+    if contains_deferred(value):  # e.g. a list with a formula inside: check syntax only
         check_expressions(value, key_path=key_path, loc=loc, problems=problems)
         return value
     dtype = schema.dtype
@@ -92,18 +94,19 @@ def check_value(schema: Parameter, value: Any, *, key_path: str, loc: Loc, probl
     return value
 
 
-def _contains_deferred(value: Any) -> bool:
+def contains_deferred(value: Any) -> bool:
+    """A formula or substitution, or a list/mapping with one inside."""
     if isinstance(value, (list, tuple)):
-        return any(_contains_deferred(v) for v in value)
+        return any(contains_deferred(v) for v in value)
     if isinstance(value, Mapping):
-        return any(_contains_deferred(v) for v in value.values())
+        return any(contains_deferred(v) for v in value.values())
     return is_deferred(value)
 
 
 def validate_params(schema: Mapping[str, Parameter], params: Mapping[str, Any], *, key_path: str,
                     loc: Loc, problems: Problems, strict_unknown: bool = True,
                     locs: Optional[Mapping[str, Loc]] = None, check_required: bool = False,
-                    allowed_extra: Iterable[str] = ()) -> dict:
+                    allowed_extra: Iterable[str] = (), unknown_note: str = "") -> dict:
     """Check ``params`` against ``schema`` and record every problem.
 
     :param schema: name → :class:`Parameter` (inputs and outputs).
@@ -114,6 +117,7 @@ def validate_params(schema: Mapping[str, Parameter], params: Mapping[str, Any], 
     :param locs: per-parameter locations (else taken from ``params`` if it is a ``CMap``).
     :param check_required: report required parameters that have no value and no default.
     :param allowed_extra: names not in the schema that are fine (``sub.param`` already checked).
+    :param unknown_note: appended to the message for an unknown name.
     :returns: the params with literal values coerced.
     """
     out = {}
@@ -124,7 +128,8 @@ def validate_params(schema: Mapping[str, Parameter], params: Mapping[str, Any], 
         p = schema.get(name)
         if p is None:
             if name not in extra:
-                msg = f"unknown parameter '{name}'"
+                hint = did_you_mean(name, schema)
+                msg = f"unknown parameter '{name}'" + (f" ({hint})" if hint else "") + unknown_note
                 if strict_unknown:
                     problems.error(ploc, kpath, msg, "unknown-param")
                 else:
@@ -172,13 +177,24 @@ def check_step_params(step: Step, key_path: str, problems: Problems) -> None:
             extra.append(name)
             _check_nested(sub_step, sub, value, f"{key_path}.params.{name}",
                           step.param_locs.get(name, step.loc), problems)
-    dynamic = bool(getattr(cargo, "dynamic_schema", None))
-    validate_params(cargo.schema, step.params, key_path=f"{key_path}.params", loc=step.loc, problems=problems,
-                    strict_unknown=not dynamic, locs=step.param_locs, allowed_extra=extra)
-    for name, value in step.params.items():
-        p = cargo.schema.get(name)
+    schema, pending, note = cargo.schema, [], ""
+    params, locs = step.params, step.param_locs
+    if step.cab is not None and step.cab.dynamic_schema:
+        from .dynamic_schema import step_schema
+        schema, pending, params, locs = step_schema(step.cab, step.params, problems, step.param_locs)
+        cab_name = step.cab.name
+        note = (f": cab '{cab_name}' has a dynamic schema that can't be run here" if pending == ["*"] else
+                f": the dynamic schema of cab '{cab_name}' may add it once the value of "
+                f"{', '.join(pending)} is known" if pending else
+                f" (nor added by the dynamic schema of cab '{cab_name}' for these values)")
+    elif getattr(cargo, "dynamic_schema", None):  # a recipe's dynamic schema: not run here
+        pending = ["*"]
+    validate_params(schema, params, key_path=f"{key_path}.params", loc=step.loc, problems=problems,
+                    strict_unknown=not pending, locs=locs, allowed_extra=extra, unknown_note=note)
+    for name, value in params.items():
+        p = schema.get(name)
         if p is not None and p.implicit is not UNSET and p.implicit is not None and not p.is_output:
-            problems.error(step.param_locs.get(name, step.loc), f"{key_path}.params.{name}",
+            problems.error(locs.get(name, step.loc), f"{key_path}.params.{name}",
                            f"implicit parameter '{name}' cannot be set", "implicit-param")
 
 
