@@ -394,9 +394,9 @@ def _profile(rows: list, depth: int) -> list:
 
 def run_dag(dag_file: Path, conf: dict, logs: Any) -> tuple:
     """``dag.test()`` of the DAG in ``dag_file`` with per-step log files and progress."""
-    from airflow.utils import db
+    from airflow_provider_stepcab.run_db import prepare_database
 
-    db.initdb()
+    prepare_database(Path(os.environ["AIRFLOW_HOME"]))
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(str(dag_file))

@@ -87,7 +87,7 @@ class StepLogs:
         if fh is None:
             path = self.path_for(fqname)
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            fh = self._files[fqname] = open(path, "w")
+            fh = self._files[fqname] = open(path, "w")  # noqa: SIM115 - closed by close()
             self.written.append(path)
         return fh
 

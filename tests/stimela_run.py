@@ -42,4 +42,4 @@ def stimela_run(workdir: Path, *args: str, recipe: Path = SELECTION_RECIPE, time
     """``stimela run -N RECIPE ARGS`` in ``workdir``; returns the completed process."""
     Path(workdir).mkdir(parents=True, exist_ok=True)
     return subprocess.run([str(need_stimela()), "--boring", "run", "-N", str(recipe), *args], cwd=workdir,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
