@@ -26,13 +26,16 @@ include is skipped and loading goes on.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import re
+import stat
 from typing import Any, Callable, Sequence
 
 from .errors import Loc, Problems
 from .merge import lookup, merge, scrub
+from .yamlguard import file_kind
 from .yamlio import CList, CMap, loc_of
 
 IMPLICIT_EXTENSIONS = (".yml", ".yaml")
@@ -117,20 +120,39 @@ def package_dir(modname: str) -> str:
 
 
 def _candidates(path: str) -> list[str]:
-    if os.path.splitext(path)[1]:
+    if path.endswith(IMPLICIT_EXTENSIONS):
         return [path]
-    return [path] + [path + ext for ext in IMPLICIT_EXTENSIONS]
+    return [path + ext for ext in IMPLICIT_EXTENSIONS]
 
 
-def _first_file(path: str) -> str | None:
+def _first_file(path: str, notes: list[str]) -> str | None:
+    """Absolute path of the first candidate for ``path`` that is a regular file, else ``None``.
+
+    Only ``.yml``/``.yaml`` files are included (a deliberate difference from Stimela, which reads
+    any file: an include of ``/etc/shadow`` would put its lines into the error messages). Why
+    candidates that exist were passed over goes into ``notes``.
+    """
     for cand in _candidates(path):
-        if os.path.isfile(cand):
+        try:
+            st = os.stat(cand)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                notes.append(f"{cand} is a symbolic link loop")
+            continue
+        if stat.S_ISREG(st.st_mode):
             return os.path.abspath(cand)
+        notes.append(f"{cand} is {file_kind(st.st_mode)}, not a regular file")
+    if not path.endswith(IMPLICIT_EXTENSIONS) and os.path.lexists(path):
+        notes.append(f"{path} is not a .yml/.yaml file (only YAML files are included)")
     return None
 
 
+def _not_found(what: str, notes: list[str]) -> IncludeError:
+    return IncludeError(notes[0] if notes else what)
+
+
 def _describe(path: str) -> str:
-    return path if os.path.splitext(path)[1] else f"{path} (also tried {', '.join(IMPLICIT_EXTENSIONS)})"
+    return path if path.endswith(IMPLICIT_EXTENSIONS) else f"{path} (tried {', '.join(IMPLICIT_EXTENSIONS)})"
 
 
 def find_include(spec: str, includer: str, search_path: Sequence[str]) -> str:
@@ -141,10 +163,12 @@ def find_include(spec: str, includer: str, search_path: Sequence[str]) -> str:
     - absolute paths as they are;
     - relative paths: ``"."``, the including file's directory, then ``search_path``.
 
-    Without an extension, ``.yml`` and ``.yaml`` are tried too.
+    Without a ``.yml``/``.yaml`` suffix, those two are appended; only regular files count.
 
-    :raises IncludeError: with a message naming what was tried.
+    :raises IncludeError: with a message naming what was tried, or why an existing path is not
+        included (a directory, a FIFO, a symbolic link loop, not a YAML file).
     """
+    notes: list[str] = []
     m = re.match(r"^\((.+)\)/?(.+)$", spec)
     if m:
         modname, filename = m.groups()
@@ -152,22 +176,22 @@ def find_include(spec: str, includer: str, search_path: Sequence[str]) -> str:
             target = os.path.join(os.path.dirname(includer), modname, filename)
         else:
             target = os.path.join(package_dir(modname), filename)
-        found = _first_file(target)
+        found = _first_file(target, notes)
         if found is None:
-            raise IncludeError(f"{_describe(os.path.normpath(target))} does not exist")
+            raise _not_found(f"{_describe(os.path.normpath(target))} does not exist", notes)
         return found
     if os.path.isabs(spec):
-        found = _first_file(spec)
+        found = _first_file(spec, notes)
         if found is None:
-            raise IncludeError(f"{_describe(spec)} does not exist")
+            raise _not_found(f"{_describe(spec)} does not exist", notes)
         return found
     dirs = [".", os.path.dirname(includer)] + list(search_path)
     for d in dirs:
-        found = _first_file(os.path.join(d, spec))
+        found = _first_file(os.path.join(d, spec), notes)
         if found is not None:
             return found
     shown = list(dict.fromkeys(os.path.abspath(d) if d == "." else d for d in dirs))
-    raise IncludeError(f"not found; searched {':'.join(shown)}")
+    raise _not_found(f"not found; searched {':'.join(shown)}", notes)
 
 
 def include_specs(directive: Any, loc: Loc, problems: Problems, key: str) -> list[tuple[str, Loc]]:

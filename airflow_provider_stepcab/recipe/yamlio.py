@@ -19,6 +19,17 @@ from typing import Any
 import yaml
 
 from .errors import UNKNOWN_LOC, Loc, Problem, RecipeError
+from .limits import Limits, current_limits
+from .yamlguard import (
+    C_COMPOSER_SAFE_DEPTH,
+    LimitError,
+    check_aliases,
+    check_depth,
+    decode_text,
+    depth_bound,
+    read_bytes,
+    too_deep,
+)
 
 try:  # libyaml is much faster; fall back to the pure-Python loader
     _BaseLoader = yaml.CSafeLoader
@@ -182,7 +193,17 @@ _OmegaConfResolver.resolve = _resolve_cached  # type: ignore[method-assign]
 _STR_TAG = "tag:yaml.org,2002:str"
 
 
-def _make_loader(filename: str) -> type:
+class _TooDeep(Exception):
+    """Raised inside construction (past the depth limit, or out of Python stack) with the line."""
+
+    def __init__(self, line: int, recursion: bool = False):
+        super().__init__(line)
+        self.line, self.recursion = line, recursion
+
+
+def _make_loader(filename: str, depth_limit: int | None = None) -> type:
+    """A loader class for ``filename``; with ``depth_limit``, building a document counts its
+    nesting and stops past the limit (:class:`_TooDeep`)."""
     class _Loader(_OmegaConfResolver):  # type: ignore[misc, valid-type]
         pass
 
@@ -206,7 +227,7 @@ def _make_loader(filename: str) -> type:
             if key in m:
                 raise yaml.constructor.ConstructorError(
                     "while constructing a mapping", node.start_mark,
-                    f"found duplicate key {key!r}", key_node.start_mark)
+                    "found a duplicate key", key_node.start_mark)
             m[key] = value_node.value if value_node.tag == _STR_TAG and type(value_node) is yaml.ScalarNode \
                 else loader.construct_object(value_node, deep=True)
             m.key_locs[key] = _loc(key_node)
@@ -219,35 +240,94 @@ def _make_loader(filename: str) -> type:
             c.item_locs.append(_loc(item))
         return c
 
+    def construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+        try:
+            return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
+        except ValueError:  # e.g. more digits than Python converts (sys.get_int_max_str_digits)
+            raise yaml.constructor.ConstructorError(
+                None, None, "found an integer that cannot be converted", node.start_mark) from None
+
+    depth = 0
+
+    def counted(construct: Any) -> Any:
+        def construct_counted(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+            nonlocal depth
+            depth += 1
+            try:
+                if depth > depth_limit:  # type: ignore[operator]
+                    raise _TooDeep(node.start_mark.line + 1)
+                return construct(loader, node)
+            except RecursionError:
+                raise _TooDeep(node.start_mark.line + 1, recursion=True) from None
+            finally:
+                depth -= 1
+        return construct_counted
+
+    if depth_limit is not None:
+        construct_map, construct_seq = counted(construct_map), counted(construct_seq)
     _Loader.add_constructor("tag:yaml.org,2002:map", construct_map)
     _Loader.add_constructor("tag:yaml.org,2002:seq", construct_seq)
+    _Loader.add_constructor("tag:yaml.org,2002:int", construct_int)
     return _Loader
 
 
-def load_yaml_text(text: str, filename: str = "<string>") -> Any:
-    """Parse YAML ``text`` safely into :class:`CMap`/:class:`CList` trees.
-
-    :raises RecipeError: with the file and line of a syntax error.
-    """
-    try:
-        return yaml.load(text, Loader=_make_loader(filename))  # noqa: S506 - safe loader subclass
-    except yaml.MarkedYAMLError as exc:
+def _yaml_problem(filename: str, exc: yaml.YAMLError) -> Problem:
+    """A YAML error as a problem: its position and PyYAML's description, no snippet of the text."""
+    if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 0
-        msg = " ".join(s for s in (exc.context, exc.problem) if s) or str(exc)
-        raise RecipeError(Problem(Loc(filename, line), "", f"invalid YAML: {msg}", code="yaml")) from None
-    except yaml.YAMLError as exc:
-        raise RecipeError(Problem(Loc(filename, 0), "", f"invalid YAML: {exc}", code="yaml")) from None
+        msg = " ".join(s for s in (exc.context, exc.problem) if s) or "syntax error"
+    else:
+        line, msg = 0, type(exc).__name__
+    return Problem(Loc(filename, line), "", f"invalid YAML: {msg}", code="yaml")
 
 
-def load_yaml_file(path: str) -> Any:
-    """Read and parse a YAML file (see :func:`load_yaml_text`)."""
+def load_yaml_text(text: str, filename: str = "<string>", *, limits: Limits | None = None) -> Any:
+    """Parse YAML ``text`` safely into :class:`CMap`/:class:`CList` trees, within ``limits``
+    (default: :func:`~.limits.current_limits`) on nesting depth and alias expansion.
+
+    :raises RecipeError: with the file and line of a syntax error or of the limit exceeded.
+    """
+    lim = limits or current_limits()
+    bound = depth_bound(text)
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise RecipeError(Problem(Loc(path, 0), "", f"cannot read file: {exc.strerror}", code="io")) from None
-    return load_yaml_text(text, path)
+        if bound > C_COMPOSER_SAFE_DEPTH:
+            check_depth(text, filename, lim.max_nesting_depth, _BaseLoader)
+        loader = _make_loader(filename, lim.max_nesting_depth if bound > lim.max_nesting_depth else None)(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            if "&" in text:  # no anchor, no alias
+                check_aliases(node, filename, lim.max_alias_nodes)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise RecipeError(_yaml_problem(filename, exc)) from None
+    except _TooDeep as exc:
+        if exc.recursion:
+            raise LimitError(filename, exc.line, "mappings/lists nested too deep for the Python stack",
+                             "too-deep") from None
+        raise too_deep(filename, exc.line, lim.max_nesting_depth) from None
+    except RecursionError:
+        raise LimitError(filename, 0, "mappings/lists nested too deep for the Python stack",
+                         "too-deep") from None
+
+
+def read_text(path: str, *, limits: Limits | None = None) -> str:
+    """The text of ``path``: a regular UTF-8 file within the size limit.
+
+    :raises RecipeError: with the reason (never the file's content).
+    """
+    lim = limits or current_limits()
+    return decode_text(read_bytes(path, lim.max_file_size), path)
+
+
+def load_yaml_file(path: str, *, limits: Limits | None = None) -> Any:
+    """Read and parse a YAML file (see :func:`read_text` and :func:`load_yaml_text`)."""
+    lim = limits or current_limits()
+    return load_yaml_text(read_text(path, limits=lim), path, limits=lim)
 
 
 def to_plain(value: Any) -> Any:
