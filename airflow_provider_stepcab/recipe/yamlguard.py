@@ -33,7 +33,7 @@ assert DEPTH_CEILING <= C_COMPOSER_SAFE_DEPTH
 # An opening bracket that libyaml can take as the start of a flow collection: at the start of the
 # text or after whitespace, another bracket, ",", ":" or "?" (tested over every ASCII character and
 # the Unicode line breaks; after anything else it is part of a scalar, as in "{recipe.x}").
-_FLOW_OPENER = r"(?<![^\s\[{,:?\ufeff])[\[{]"
+_OPENER_AFTER = frozenset(",:?[{\ufeff")
 _regex: list = []
 
 
@@ -128,12 +128,18 @@ def depth_bound(text: str) -> int:
     a nested block collection starts in a column right of its parent's, except a sequence that is a
     mapping's value (same column, its items right of it), so at most two levels per column.
     """
-    if not _regex:
-        import re
-
-        _regex.append(re.compile(_FLOW_OPENER))
-    flow = len(_regex[0].findall(text))
     longest = max(map(len, text.split("\n")))
+    flow = text.count("[") + text.count("{")
+    if flow + 2 * longest + 2 > C_COMPOSER_SAFE_DEPTH:  # count only the brackets that can open
+        if not _regex:
+            import re
+
+            _regex.append(re.compile(r"[\[{]"))
+        flow = 0
+        for match in _regex[0].finditer(text):
+            i = match.start()
+            if i == 0 or text[i - 1] in _OPENER_AFTER or text[i - 1].isspace():
+                flow += 1
     return flow + 2 * longest + 2
 
 

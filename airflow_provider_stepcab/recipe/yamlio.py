@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
 from typing import Any
 
 import yaml
@@ -202,72 +203,67 @@ class _TooDeep(Exception):
 
 
 def _make_loader(filename: str, depth_limit: int | None = None) -> type:
-    """A loader class for ``filename``; with ``depth_limit``, building a document counts its
-    nesting and stops past the limit (:class:`_TooDeep`)."""
+    """A loader class for ``filename``; building a document stops past ``depth_limit`` nested
+    collections (:class:`_TooDeep`)."""
     class _Loader(_OmegaConfResolver):  # type: ignore[misc, valid-type]
         pass
 
     def _loc(node: yaml.Node) -> Loc:
         return Loc(filename, node.start_mark.line + 1)
 
-    def construct_map(loader: yaml.SafeLoader, node: yaml.MappingNode) -> CMap:
-        loader.flatten_mapping(node)
-        m = CMap(loc=_loc(node))
-        for key_node, value_node in node.value:
-            # fast path for the commonest node, a plain string (PyYAML's generic dispatch per scalar
-            # was a large part of loading a big recipe)
-            key = key_node.value if key_node.tag == _STR_TAG and type(key_node) is yaml.ScalarNode \
-                else loader.construct_object(key_node, deep=True)
-            try:
-                hash(key)
-            except TypeError:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    "found an unhashable key", key_node.start_mark)
-            if key in m:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    "found a duplicate key", key_node.start_mark)
-            m[key] = value_node.value if value_node.tag == _STR_TAG and type(value_node) is yaml.ScalarNode \
-                else loader.construct_object(value_node, deep=True)
-            m.key_locs[key] = _loc(key_node)
-        return m
-
-    def construct_seq(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> CList:
-        c = CList(loc=_loc(node))
-        for item in node.value:
-            c.append(loader.construct_object(item, deep=True))
-            c.item_locs.append(_loc(item))
-        return c
-
-    def construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-        try:
-            return yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
-        except ValueError:  # e.g. more digits than Python converts (sys.get_int_max_str_digits)
-            raise yaml.constructor.ConstructorError(
-                None, None, "found an integer that cannot be converted", node.start_mark) from None
-
+    limit = depth_limit if depth_limit is not None else 1 << 30
     depth = 0
 
-    def counted(construct: Any) -> Any:
-        def construct_counted(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
-            nonlocal depth
-            depth += 1
-            try:
-                if depth > depth_limit:  # type: ignore[operator]
-                    raise _TooDeep(node.start_mark.line + 1)
-                return construct(loader, node)
-            except RecursionError:
-                raise _TooDeep(node.start_mark.line + 1, recursion=True) from None
-            finally:
-                depth -= 1
-        return construct_counted
+    def construct_map(loader: yaml.SafeLoader, node: yaml.MappingNode) -> CMap:
+        nonlocal depth
+        depth += 1
+        try:
+            if depth > limit:
+                raise _TooDeep(node.start_mark.line + 1)
+            loader.flatten_mapping(node)
+            m = CMap(loc=_loc(node))
+            for key_node, value_node in node.value:
+                # fast path for the commonest node, a plain string (PyYAML's generic dispatch per
+                # scalar was a large part of loading a big recipe)
+                key = key_node.value if key_node.tag == _STR_TAG and type(key_node) is yaml.ScalarNode \
+                    else loader.construct_object(key_node, deep=True)
+                try:
+                    hash(key)
+                except TypeError:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        "found an unhashable key", key_node.start_mark) from None
+                if key in m:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        "found a duplicate key", key_node.start_mark)
+                m[key] = value_node.value if value_node.tag == _STR_TAG and type(value_node) is yaml.ScalarNode \
+                    else loader.construct_object(value_node, deep=True)
+                m.key_locs[key] = _loc(key_node)
+            return m
+        except RecursionError:  # the caller's stack was already deep
+            raise _TooDeep(node.start_mark.line + 1, recursion=True) from None
+        finally:
+            depth -= 1
 
-    if depth_limit is not None:
-        construct_map, construct_seq = counted(construct_map), counted(construct_seq)
+    def construct_seq(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> CList:
+        nonlocal depth
+        depth += 1
+        try:
+            if depth > limit:
+                raise _TooDeep(node.start_mark.line + 1)
+            c = CList(loc=_loc(node))
+            for item in node.value:
+                c.append(loader.construct_object(item, deep=True))
+                c.item_locs.append(_loc(item))
+            return c
+        except RecursionError:
+            raise _TooDeep(node.start_mark.line + 1, recursion=True) from None
+        finally:
+            depth -= 1
+
     _Loader.add_constructor("tag:yaml.org,2002:map", construct_map)
     _Loader.add_constructor("tag:yaml.org,2002:seq", construct_seq)
-    _Loader.add_constructor("tag:yaml.org,2002:int", construct_int)
     return _Loader
 
 
@@ -313,6 +309,17 @@ def load_yaml_text(text: str, filename: str = "<string>", *, limits: Limits | No
     except RecursionError:
         raise LimitError(filename, 0, "mappings/lists nested too deep for the Python stack",
                          "too-deep") from None
+    except ValueError:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise LimitError(filename, _line_of_long_number(text), "invalid YAML: an integer too long to convert",
+                         "yaml") from None
+
+
+def _line_of_long_number(text: str) -> int:
+    import re
+
+    m = re.search(r"\d{%d}" % max(sys.get_int_max_str_digits() // 2, 1), text) if hasattr(sys, "get_int_max_str_digits") \
+        else None
+    return text.count("\n", 0, m.start()) + 1 if m else 0
 
 
 def read_text(path: str, *, limits: Limits | None = None) -> str:
