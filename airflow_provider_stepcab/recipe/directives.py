@@ -34,9 +34,10 @@ import stat
 from typing import Any, Callable, Sequence
 
 from .errors import Loc, Problems
+from .limits import current_limits, setting_names
 from .merge import lookup, merge, scrub
 from .yamlguard import file_kind
-from .yamlio import CList, CMap, loc_of
+from .yamlio import CList, CMap, count_nodes, loc_of
 
 IMPLICIT_EXTENSIONS = (".yml", ".yaml")
 MAX_PASSES = 20
@@ -234,6 +235,19 @@ class Resolver:
         self.problems = problems
         self.search_path = list(search_path)
         self.strict = strict
+        self.max_nodes = current_limits().max_alias_nodes
+        self.copied = 0  # nodes that _use sections and nested _include files copied into the tree
+
+    def _count_copy(self, value: Any, loc: Loc, key: str, what: str) -> bool:
+        """Count the nodes a ``_use``/nested ``_include`` copies (each copy of a section that itself
+        copies others multiplies the document, as YAML aliases do); False (and an error) once
+        over ``max_alias_nodes``."""
+        self.copied += count_nodes(value, self.max_nodes - self.copied)
+        if self.copied <= self.max_nodes:
+            return True
+        self.problems.error(loc, key, f"{what}: _use and _include copy more than {self.max_nodes} "
+                            f"nodes ({setting_names('max_alias_nodes')})", code="alias-limit")
+        return False
 
     def _warn(self, loc: Loc, key: str, message: str, code: str) -> None:
         (self.problems.error if self.strict else self.problems.warning)(loc, key, message, code)
@@ -329,6 +343,8 @@ class Resolver:
             incl = self.load_file(path, location, stack)
             if incl is None:
                 continue
+            if location and not self._count_copy(incl, loc, key, f"cannot include '{spec}'"):
+                continue
             if not isinstance(incl, dict):
                 self.problems.error(loc, key, f"cannot include '{spec}': {path} does not contain a mapping",
                                     code="bad-include")
@@ -371,6 +387,8 @@ class Resolver:
             if not isinstance(section, dict):
                 self.problems.error(loc, key, f"'{name}' is a {type(section).__name__}, not a section",
                                     code="bad-use")
+                continue
+            if not self._count_copy(section, loc, key, f"cannot use '{name}'"):
                 continue
             section = merge(CMap(loc=section.loc), section)  # a private copy
             section = self.resolve(section, pathname=pathname, location=key, use_sources=sources,

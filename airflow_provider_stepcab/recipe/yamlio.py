@@ -123,6 +123,23 @@ def _copy(value: Any, memo: dict) -> Any:
     return copy.deepcopy(value, memo)
 
 
+def count_nodes(value: Any, stop: int) -> int:
+    """Nodes of the tree ``value`` (every mapping, list and scalar counts one; a shared subtree
+    counts at each place), counting no further once past ``stop``."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    count, todo = 0, [value]
+    while todo and count <= stop:
+        node = todo.pop()
+        count += 1
+        for item in (node.values() if isinstance(node, dict) else node):
+            if isinstance(item, (dict, list)):
+                todo.append(item)
+            else:
+                count += 1
+    return count
+
+
 def copy_tree(value: Any) -> Any:
     """A deep copy of ``value`` (a tree of :class:`CMap`/:class:`CList`/plain values)."""
     return value if type(value) in _ATOMIC else _copy(value, {})
