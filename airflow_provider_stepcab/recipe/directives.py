@@ -242,7 +242,8 @@ class Resolver:
         """Count the nodes a ``_use``/nested ``_include`` copies (each copy of a section that itself
         copies others multiplies the document, as YAML aliases do); False (and an error) once
         over ``max_alias_nodes``."""
-        self.copied += count_nodes(value, self.max_nodes - self.copied)
+        if value is not None:
+            self.copied += count_nodes(value, self.max_nodes - self.copied)
         if self.copied <= self.max_nodes:
             return True
         self.problems.error(loc, key, f"{what}: _use and _include copy more than {self.max_nodes} "
@@ -340,6 +341,8 @@ class Resolver:
                 self.problems.error(loc, key, f"'{spec}' is included recursively: {cycle}",
                                     code="include-cycle")
                 continue
+            if location and not self._count_copy(None, loc, key, f"cannot include '{spec}'"):
+                continue  # over the limit already: not even loaded
             incl = self.load_file(path, location, stack)
             if incl is None:
                 continue
