@@ -109,12 +109,21 @@ def _code_unchanged(state: dict) -> bool:
 
 
 def digest(path: str) -> Optional[str]:
-    """SHA-256 of a file's content, ``None`` if it cannot be read."""
+    """SHA-256 of a file's content, ``None`` if it cannot be read or is not a regular file (opened
+    non-blocking: a FIFO never blocks)."""
     try:
-        with open(path, "rb") as fh:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
             return hashlib.sha256(fh.read()).hexdigest()
     except OSError:
         return None
+    finally:
+        os.close(fd)
 
 
 def _entry_path(directory: str, key: Any) -> str:

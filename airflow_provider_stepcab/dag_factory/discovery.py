@@ -17,6 +17,7 @@ Which recipes of a file become DAGs: :mod:`.compile`.
 from __future__ import annotations
 
 import os
+import stat
 from typing import Iterable, Optional
 
 ENV_FOLDERS = "STEPCAB_RECIPE_FOLDERS"
@@ -25,6 +26,8 @@ IGNORE_FILE = ".airflowignore"
 RECIPE_SUFFIXES = (".yml", ".yaml")
 _KEYS = (b"steps", b"DEFAULT", b"_include")
 _BLANK = b" \t"
+#: files up to this size are read whole without looking up the loading limits
+_SMALL_FILE = 1024 * 1024
 _WORD = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
@@ -149,15 +152,37 @@ def has_recipe_key(text: bytes) -> bool:
     return False
 
 
+def _read_head(path: str) -> Optional[bytes]:
+    """The content of ``path`` if it is a regular file (opened non-blocking: a FIFO never blocks
+    discovery), only its first ``max_file_size`` bytes when it is larger (the loader reports it
+    as too large); ``None`` if it cannot be read or is not a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        size = st.st_size
+        if size > _SMALL_FILE:  # rare: only then are the limits looked up
+            from airflow_provider_stepcab.recipe.limits import current_limits
+
+            size = min(size, current_limits().max_file_size)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(size + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def looks_like_recipe_file(path: str) -> bool:
-    """Cheap text test: a YAML file with a ``steps:``, ``DEFAULT:`` or ``_include`` key."""
+    """Cheap text test: a regular YAML file with a ``steps:``, ``DEFAULT:`` or ``_include`` key."""
     if not _recipe_name(path):
         return False
-    try:
-        with open(path, "rb") as fh:
-            return has_recipe_key(fh.read())
-    except OSError:
-        return False
+    head = _read_head(path)
+    return head is not None and has_recipe_key(head)
 
 
 def find_recipe_files(folders: Iterable[str]) -> list[str]:

@@ -34,8 +34,10 @@ from typing import Any, Iterable, Sequence
 from .directives import IncludeError, Resolver, _sub, default_search_path, package_dir
 from .errors import Loc, Problems, RecipeError
 from .interp import interpolate
+from .limits import current_limits
 from .merge import merge
 from .records import record
+from .yamlguard import decode_text, read_bytes
 from .yamlio import CList, CMap, copy_tree, load_yaml_file, load_yaml_text, loc_of
 
 CONFIG_SECTIONS = ("images", "lib", "cabs", "opts", "vars", "run")
@@ -196,11 +198,10 @@ def parse_file(path: str, *, share: bool = True) -> tuple[Any, list]:
     ``share=False`` the tree is parsed afresh, not cached, and belongs to the caller.
     """
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-        text = data.decode("utf-8")
-    except (OSError, UnicodeError):
-        return _parse_uncached(path, None)  # the loader reports it with file and reason
+        data = read_bytes(path, current_limits().max_file_size)
+        text = decode_text(data, path)
+    except RecipeError as exc:  # not a regular file, too large, not UTF-8: file, line and reason
+        return None, list(exc.problems)
     if any(marker in data for marker in _REQUIREMENT_MARKERS):
         _REQUIRING.add(path)
     else:

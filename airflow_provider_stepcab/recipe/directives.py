@@ -26,14 +26,18 @@ include is skipped and loading goes on.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import re
+import stat
 from typing import Any, Callable, Sequence
 
 from .errors import Loc, Problems
+from .limits import current_limits, setting_names
 from .merge import lookup, merge, scrub
-from .yamlio import CList, CMap, loc_of
+from .yamlguard import file_kind
+from .yamlio import CList, CMap, count_nodes, loc_of
 
 IMPLICIT_EXTENSIONS = (".yml", ".yaml")
 MAX_PASSES = 20
@@ -117,20 +121,39 @@ def package_dir(modname: str) -> str:
 
 
 def _candidates(path: str) -> list[str]:
-    if os.path.splitext(path)[1]:
+    if path.endswith(IMPLICIT_EXTENSIONS):
         return [path]
-    return [path] + [path + ext for ext in IMPLICIT_EXTENSIONS]
+    return [path + ext for ext in IMPLICIT_EXTENSIONS]
 
 
-def _first_file(path: str) -> str | None:
+def _first_file(path: str, notes: list[str]) -> str | None:
+    """Absolute path of the first candidate for ``path`` that is a regular file, else ``None``.
+
+    Only ``.yml``/``.yaml`` files are included (a deliberate difference from Stimela, which reads
+    any file: an include of ``/etc/shadow`` would put its lines into the error messages). Why
+    candidates that exist were passed over goes into ``notes``.
+    """
     for cand in _candidates(path):
-        if os.path.isfile(cand):
+        try:
+            st = os.stat(cand)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                notes.append(f"{cand} is a symbolic link loop")
+            continue
+        if stat.S_ISREG(st.st_mode):
             return os.path.abspath(cand)
+        notes.append(f"{cand} is {file_kind(st.st_mode)}, not a regular file")
+    if not path.endswith(IMPLICIT_EXTENSIONS) and os.path.lexists(path):
+        notes.append(f"{path} is not a .yml/.yaml file (only YAML files are included)")
     return None
 
 
+def _not_found(what: str, notes: list[str]) -> IncludeError:
+    return IncludeError(notes[0] if notes else what)
+
+
 def _describe(path: str) -> str:
-    return path if os.path.splitext(path)[1] else f"{path} (also tried {', '.join(IMPLICIT_EXTENSIONS)})"
+    return path if path.endswith(IMPLICIT_EXTENSIONS) else f"{path} (tried {', '.join(IMPLICIT_EXTENSIONS)})"
 
 
 def find_include(spec: str, includer: str, search_path: Sequence[str]) -> str:
@@ -141,10 +164,12 @@ def find_include(spec: str, includer: str, search_path: Sequence[str]) -> str:
     - absolute paths as they are;
     - relative paths: ``"."``, the including file's directory, then ``search_path``.
 
-    Without an extension, ``.yml`` and ``.yaml`` are tried too.
+    Without a ``.yml``/``.yaml`` suffix, those two are appended; only regular files count.
 
-    :raises IncludeError: with a message naming what was tried.
+    :raises IncludeError: with a message naming what was tried, or why an existing path is not
+        included (a directory, a FIFO, a symbolic link loop, not a YAML file).
     """
+    notes: list[str] = []
     m = re.match(r"^\((.+)\)/?(.+)$", spec)
     if m:
         modname, filename = m.groups()
@@ -152,22 +177,22 @@ def find_include(spec: str, includer: str, search_path: Sequence[str]) -> str:
             target = os.path.join(os.path.dirname(includer), modname, filename)
         else:
             target = os.path.join(package_dir(modname), filename)
-        found = _first_file(target)
+        found = _first_file(target, notes)
         if found is None:
-            raise IncludeError(f"{_describe(os.path.normpath(target))} does not exist")
+            raise _not_found(f"{_describe(os.path.normpath(target))} does not exist", notes)
         return found
     if os.path.isabs(spec):
-        found = _first_file(spec)
+        found = _first_file(spec, notes)
         if found is None:
-            raise IncludeError(f"{_describe(spec)} does not exist")
+            raise _not_found(f"{_describe(spec)} does not exist", notes)
         return found
     dirs = [".", os.path.dirname(includer)] + list(search_path)
     for d in dirs:
-        found = _first_file(os.path.join(d, spec))
+        found = _first_file(os.path.join(d, spec), notes)
         if found is not None:
             return found
     shown = list(dict.fromkeys(os.path.abspath(d) if d == "." else d for d in dirs))
-    raise IncludeError(f"not found; searched {':'.join(shown)}")
+    raise _not_found(f"not found; searched {':'.join(shown)}", notes)
 
 
 def include_specs(directive: Any, loc: Loc, problems: Problems, key: str) -> list[tuple[str, Loc]]:
@@ -210,6 +235,20 @@ class Resolver:
         self.problems = problems
         self.search_path = list(search_path)
         self.strict = strict
+        self.max_nodes = current_limits().max_alias_nodes
+        self.copied = 0  # nodes that _use sections and nested _include files copied into the tree
+
+    def _count_copy(self, value: Any, loc: Loc, key: str, what: str) -> bool:
+        """Count the nodes a ``_use``/nested ``_include`` copies (each copy of a section that itself
+        copies others multiplies the document, as YAML aliases do); False (and an error) once
+        over ``max_alias_nodes``."""
+        if value is not None:
+            self.copied += count_nodes(value, self.max_nodes - self.copied)
+        if self.copied <= self.max_nodes:
+            return True
+        self.problems.error(loc, key, f"{what}: _use and _include copy more than {self.max_nodes} "
+                            f"nodes ({setting_names('max_alias_nodes')})", code="alias-limit")
+        return False
 
     def _warn(self, loc: Loc, key: str, message: str, code: str) -> None:
         (self.problems.error if self.strict else self.problems.warning)(loc, key, message, code)
@@ -302,8 +341,12 @@ class Resolver:
                 self.problems.error(loc, key, f"'{spec}' is included recursively: {cycle}",
                                     code="include-cycle")
                 continue
+            if location and not self._count_copy(None, loc, key, f"cannot include '{spec}'"):
+                continue  # over the limit already: not even loaded
             incl = self.load_file(path, location, stack)
             if incl is None:
+                continue
+            if location and not self._count_copy(incl, loc, key, f"cannot include '{spec}'"):
                 continue
             if not isinstance(incl, dict):
                 self.problems.error(loc, key, f"cannot include '{spec}': {path} does not contain a mapping",
@@ -347,6 +390,8 @@ class Resolver:
             if not isinstance(section, dict):
                 self.problems.error(loc, key, f"'{name}' is a {type(section).__name__}, not a section",
                                     code="bad-use")
+                continue
+            if not self._count_copy(section, loc, key, f"cannot use '{name}'"):
                 continue
             section = merge(CMap(loc=section.loc), section)  # a private copy
             section = self.resolve(section, pathname=pathname, location=key, use_sources=sources,

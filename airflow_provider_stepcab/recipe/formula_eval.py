@@ -15,6 +15,7 @@ import operator
 import os.path
 from typing import Any, Callable, Optional
 
+from . import formula_bounds
 from .errors import FormulaError
 from .formula_parser import (Binary, Call, Const, Empty, Expr, Index, Lookup, SelfRef, Str, Unary,
                              Unset)
@@ -62,8 +63,8 @@ _UNARY: dict[str, Callable[[Any], Any]] = {
     "+": operator.pos, "-": operator.neg, "~": operator.invert, "not": _not,
 }
 _BINARY: dict[str, Callable[[Any, Any], Any]] = {
-    "**": operator.pow, "*": operator.mul, "/": operator.truediv, "//": operator.floordiv,
-    "%": operator.mod, "+": operator.add, "-": operator.sub, "<<": operator.lshift,
+    "**": formula_bounds.power, "*": formula_bounds.mul, "/": operator.truediv, "//": operator.floordiv,
+    "%": operator.mod, "+": operator.add, "-": operator.sub, "<<": formula_bounds.lshift,
     ">>": operator.rshift, "&": operator.and_, "^": operator.xor, "|": operator.or_,
     "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
     ">=": operator.ge, "in": lambda x, y: x in y, "not in": lambda x, y: x not in y,
@@ -74,7 +75,7 @@ _BINARY: dict[str, Callable[[Any, Any], Any]] = {
 _SIMPLE: dict[str, tuple[int, Optional[int], Callable[..., Any]]] = {
     "LIST": (0, None, lambda *x: list(x)),
     "LEN": (1, 1, len),
-    "RANGE": (1, 3, lambda *x: list(range(*x))),
+    "RANGE": (1, 3, formula_bounds.bounded_range),
     "MIN": (1, None, min),
     "MAX": (1, None, max),
     "GETITEM": (2, 2, lambda x, y: x[y]),

@@ -26,7 +26,8 @@ import re
 from typing import Any
 
 from .errors import Problems
-from .yamlio import loc_of, to_plain
+from .limits import current_limits, setting_names
+from .yamlio import count_nodes, loc_of, to_plain
 
 _TOKEN = r"\[([^\]]*)\]|([^.\[\]]+)"  # compiled by ``re`` on first use (run time)
 
@@ -92,6 +93,9 @@ class _Interpolator:
         self.active: set[tuple[int, Any]] = set()
         self.walked: set[int] = set()
         self.paths: dict[int, str] = {}
+        limits = current_limits()
+        self.max_nodes, self.max_length = limits.max_alias_nodes, limits.max_string_length
+        self.copied = 0  # nodes added by copying sections into other places
         self._index(root, location)
 
     def _index(self, node: Any, keypath: str) -> None:
@@ -170,10 +174,25 @@ class _Interpolator:
         parts.append("".join(literal))
         pieces = [p for p in parts if p != ""]
         if len(pieces) == 1 and isinstance(pieces[0], tuple):
-            result = copy.deepcopy(pieces[0][0])
+            result = self._copy(pieces[0][0])
             self._mark_walked(result)  # already resolved: never resolve a copy twice
             return result
-        return "".join(p if isinstance(p, str) else self._to_str(p[0]) for p in parts)
+        result = "".join(p if isinstance(p, str) else self._to_str(p[0]) for p in parts)
+        if len(result) > self.max_length:
+            raise InterpError(f"interpolation result of {len(result)} characters is longer than "
+                              f"{self.max_length} ({setting_names('max_string_length')})")
+        return result
+
+    def _copy(self, value: Any) -> Any:
+        """A deep copy of a resolved value, counted against ``max_alias_nodes`` (a section
+        interpolated at many places multiplies the document, as YAML aliases do)."""
+        if not isinstance(value, (dict, list)):
+            return value
+        self.copied += count_nodes(value, self.max_nodes - self.copied)
+        if self.copied > self.max_nodes:
+            raise InterpError(f"interpolations copy more than {self.max_nodes} nodes "
+                              f"({setting_names('max_alias_nodes')})")
+        return copy.deepcopy(value)
 
     def _mark_walked(self, value: Any) -> None:
         if isinstance(value, (dict, list)):
@@ -214,7 +233,7 @@ class _Interpolator:
             raise InterpError(f"interpolation key {ref!r} goes above the top of the document")
         rest = ref[ndots:]
         if not rest:
-            return copy.deepcopy(self._resolve_container(cur_chain))
+            return self._copy(self._resolve_container(cur_chain))
         for m in re.finditer(_TOKEN, rest):
             key = m.group(1) if m.group(1) is not None else m.group(2)
             node = cur_chain[-1]
@@ -225,7 +244,7 @@ class _Interpolator:
                 raise InterpError(f"interpolation key {ref!r} not found")
             value = self.value_at(cur_chain, k)
             cur_chain = cur_chain + [value]
-        return copy.deepcopy(self._resolve_container(cur_chain))
+        return self._copy(self._resolve_container(cur_chain))
 
     def _resolve_container(self, chain: list[Any]) -> Any:
         value = chain[-1]

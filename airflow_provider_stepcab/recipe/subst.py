@@ -114,11 +114,47 @@ def _field_parts(field: str) -> list[Any]:
     return [first] + [key for _, key in rest]
 
 
-class _Formatter(string.Formatter):
-    """A :class:`string.Formatter` that resolves field names in the namespaces."""
+#: widths/precisions and results up to these sizes never need the configured limits looked up
+_SMALL_WIDTH = 100
+_SMALL_RESULT = 10_000
 
-    def __init__(self, ns: Any, forgive: Optional[str], stack: list[str]):
-        self.ns, self.forgive, self.stack = ns, forgive, stack
+
+def _check_spec(format_spec: str) -> None:
+    """Refuse a width or precision above ``max_format_width`` (``{x:>999999999}`` would build a
+    gigabyte string)."""
+    widest, run = 0, 0
+    for ch in format_spec:
+        run = run * 10 + ord(ch) - 48 if "0" <= ch <= "9" else 0
+        widest = max(widest, run)
+    if widest > _SMALL_WIDTH:
+        from .limits import current_limits, setting_names
+
+        limit = current_limits().max_format_width
+        if widest > limit:
+            raise FormulaError(f"format width/precision {widest} in '{{:{format_spec}}}' is larger than "
+                               f"{limit} ({setting_names('max_format_width')})")
+
+
+def _check_length(result: str) -> str:
+    if len(result) > _SMALL_RESULT:
+        from .limits import current_limits, setting_names
+
+        limit = current_limits().max_string_length
+        if len(result) > limit:
+            raise FormulaError(f"substitution result of {len(result)} characters is longer than {limit} "
+                               f"({setting_names('max_string_length')})")
+    return result
+
+
+class _Formatter(string.Formatter):
+    """A :class:`string.Formatter` that resolves field names in the namespaces.
+
+    A looked-up string that is itself substituted is done once per top-level call (``memo``), so
+    strings referring to each other many times cost linear time.
+    """
+
+    def __init__(self, ns: Any, forgive: Optional[str], stack: list[str], memo: dict):
+        self.ns, self.forgive, self.stack, self.memo = ns, forgive, stack, memo
 
     def get_field(self, field_name, args, kwargs):  # noqa: D401 - Formatter API
         parts = _field_parts(field_name)
@@ -130,28 +166,37 @@ class _Formatter(string.Formatter):
                 raise
             return _Forgiven(self.forgive), field_name
         if isinstance(value, str) and "{" in value:
-            value = _substitute(value, self.ns, self.forgive, self.stack, name)
+            key = (name, value)
+            done = self.memo.get(key)
+            if done is None:
+                done = self.memo[key] = _substitute(value, self.ns, self.forgive, self.stack, name, self.memo)
+            value = done
         return value, field_name
 
     def convert_field(self, value, conversion):
         return value if isinstance(value, _Forgiven) else super().convert_field(value, conversion)
 
     def format_field(self, value, format_spec):
-        return str(value) if isinstance(value, _Forgiven) else format(value, format_spec)
+        if isinstance(value, _Forgiven):
+            return str(value)
+        if format_spec:
+            _check_spec(format_spec)
+        return format(value, format_spec)
 
 
 class _Forgiven(str):
     """The text standing in for an unresolved field (format spec and conversion ignored)."""
 
 
-def _substitute(text: str, ns: Any, forgive: Optional[str], stack: list[str], name: str = "") -> str:
+def _substitute(text: str, ns: Any, forgive: Optional[str], stack: list[str], name: str = "",
+                memo: Optional[dict] = None) -> str:
     if name:
         if name in stack:
             chain = " -> ".join(stack[stack.index(name):] + [name])
             raise FormulaError(f"cyclic substitution: {chain}")
         stack.append(name)
     try:
-        return _Formatter(ns, forgive, stack).vformat(text, (), {})
+        return _check_length(_Formatter(ns, forgive, stack, {} if memo is None else memo).vformat(text, (), {}))
     finally:
         if name:
             stack.pop()

@@ -13,12 +13,25 @@ libyaml's C parser when it is available.
 from __future__ import annotations
 
 import copy
+import gc
 import re
+import sys
 from typing import Any
 
 import yaml
 
 from .errors import UNKNOWN_LOC, Loc, Problem, RecipeError
+from .limits import Limits, current_limits
+from .yamlguard import (
+    C_COMPOSER_SAFE_DEPTH,
+    LimitError,
+    check_aliases,
+    check_depth,
+    decode_text,
+    depth_bound,
+    read_bytes,
+    too_deep,
+)
 
 try:  # libyaml is much faster; fall back to the pure-Python loader
     _BaseLoader = yaml.CSafeLoader
@@ -111,6 +124,23 @@ def _copy(value: Any, memo: dict) -> Any:
     return copy.deepcopy(value, memo)
 
 
+def count_nodes(value: Any, stop: int) -> int:
+    """Nodes of the tree ``value`` (every mapping, list and scalar counts one; a shared subtree
+    counts at each place), counting no further once past ``stop``."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    count, todo = 0, [value]
+    while todo and count <= stop:
+        node = todo.pop()
+        count += 1
+        for item in (node.values() if isinstance(node, dict) else node):
+            if isinstance(item, (dict, list)):
+                todo.append(item)
+            else:
+                count += 1
+    return count
+
+
 def copy_tree(value: Any) -> Any:
     """A deep copy of ``value`` (a tree of :class:`CMap`/:class:`CList`/plain values)."""
     return value if type(value) in _ATOMIC else _copy(value, {})
@@ -182,72 +212,154 @@ _OmegaConfResolver.resolve = _resolve_cached  # type: ignore[method-assign]
 _STR_TAG = "tag:yaml.org,2002:str"
 
 
-def _make_loader(filename: str) -> type:
+class _TooDeep(Exception):
+    """Raised inside construction (past the depth limit, or out of Python stack) with the line."""
+
+    def __init__(self, line: int, recursion: bool = False):
+        super().__init__(line)
+        self.line, self.recursion = line, recursion
+
+
+def _make_loader(filename: str, depth_limit: int | None = None) -> type:
+    """A loader class for ``filename``; building a document stops past ``depth_limit`` nested
+    collections (:class:`_TooDeep`)."""
     class _Loader(_OmegaConfResolver):  # type: ignore[misc, valid-type]
         pass
 
     def _loc(node: yaml.Node) -> Loc:
         return Loc(filename, node.start_mark.line + 1)
 
+    limit = depth_limit if depth_limit is not None else 1 << 30
+    depth = 0
+
     def construct_map(loader: yaml.SafeLoader, node: yaml.MappingNode) -> CMap:
-        loader.flatten_mapping(node)
-        m = CMap(loc=_loc(node))
-        for key_node, value_node in node.value:
-            # fast path for the commonest node, a plain string (PyYAML's generic dispatch per scalar
-            # was a large part of loading a big recipe)
-            key = key_node.value if key_node.tag == _STR_TAG and type(key_node) is yaml.ScalarNode \
-                else loader.construct_object(key_node, deep=True)
-            try:
-                hash(key)
-            except TypeError:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    "found an unhashable key", key_node.start_mark)
-            if key in m:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    f"found duplicate key {key!r}", key_node.start_mark)
-            m[key] = value_node.value if value_node.tag == _STR_TAG and type(value_node) is yaml.ScalarNode \
-                else loader.construct_object(value_node, deep=True)
-            m.key_locs[key] = _loc(key_node)
-        return m
+        nonlocal depth
+        depth += 1
+        try:
+            if depth > limit:
+                raise _TooDeep(node.start_mark.line + 1)
+            loader.flatten_mapping(node)
+            m = CMap(loc=_loc(node))
+            for key_node, value_node in node.value:
+                # fast path for the commonest node, a plain string (PyYAML's generic dispatch per
+                # scalar was a large part of loading a big recipe)
+                key = key_node.value if key_node.tag == _STR_TAG and type(key_node) is yaml.ScalarNode \
+                    else loader.construct_object(key_node, deep=True)
+                try:
+                    hash(key)
+                except TypeError:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        "found an unhashable key", key_node.start_mark) from None
+                if key in m:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        "found a duplicate key", key_node.start_mark)
+                m[key] = value_node.value if value_node.tag == _STR_TAG and type(value_node) is yaml.ScalarNode \
+                    else loader.construct_object(value_node, deep=True)
+                m.key_locs[key] = _loc(key_node)
+            return m
+        except RecursionError:  # the caller's stack was already deep
+            raise _TooDeep(node.start_mark.line + 1, recursion=True) from None
+        finally:
+            depth -= 1
 
     def construct_seq(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> CList:
-        c = CList(loc=_loc(node))
-        for item in node.value:
-            c.append(loader.construct_object(item, deep=True))
-            c.item_locs.append(_loc(item))
-        return c
+        nonlocal depth
+        depth += 1
+        try:
+            if depth > limit:
+                raise _TooDeep(node.start_mark.line + 1)
+            c = CList(loc=_loc(node))
+            for item in node.value:
+                c.append(loader.construct_object(item, deep=True))
+                c.item_locs.append(_loc(item))
+            return c
+        except RecursionError:
+            raise _TooDeep(node.start_mark.line + 1, recursion=True) from None
+        finally:
+            depth -= 1
 
     _Loader.add_constructor("tag:yaml.org,2002:map", construct_map)
     _Loader.add_constructor("tag:yaml.org,2002:seq", construct_seq)
     return _Loader
 
 
-def load_yaml_text(text: str, filename: str = "<string>") -> Any:
-    """Parse YAML ``text`` safely into :class:`CMap`/:class:`CList` trees.
-
-    :raises RecipeError: with the file and line of a syntax error.
-    """
-    try:
-        return yaml.load(text, Loader=_make_loader(filename))  # noqa: S506 - safe loader subclass
-    except yaml.MarkedYAMLError as exc:
+def _yaml_problem(filename: str, exc: yaml.YAMLError) -> Problem:
+    """A YAML error as a problem: its position and PyYAML's description, no snippet of the text."""
+    if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 0
-        msg = " ".join(s for s in (exc.context, exc.problem) if s) or str(exc)
-        raise RecipeError(Problem(Loc(filename, line), "", f"invalid YAML: {msg}", code="yaml")) from None
-    except yaml.YAMLError as exc:
-        raise RecipeError(Problem(Loc(filename, 0), "", f"invalid YAML: {exc}", code="yaml")) from None
+        msg = " ".join(s for s in (exc.context, exc.problem) if s) or "syntax error"
+    else:
+        line, msg = 0, type(exc).__name__
+    return Problem(Loc(filename, line), "", f"invalid YAML: {msg}", code="yaml")
 
 
-def load_yaml_file(path: str) -> Any:
-    """Read and parse a YAML file (see :func:`load_yaml_text`)."""
+def load_yaml_text(text: str, filename: str = "<string>", *, limits: Limits | None = None) -> Any:
+    """Parse YAML ``text`` safely into :class:`CMap`/:class:`CList` trees, within ``limits``
+    (default: :func:`~.limits.current_limits`) on nesting depth and alias expansion.
+
+    :raises RecipeError: with the file and line of a syntax error or of the limit exceeded.
+    """
+    lim = limits or current_limits()
+    bound = depth_bound(text)
+    # the document is an acyclic tree, freed by reference counting: automatic collections while it
+    # grows only re-walk it (a 20 MB file took 4x longer with them, time growing with the square)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise RecipeError(Problem(Loc(path, 0), "", f"cannot read file: {exc.strerror}", code="io")) from None
-    return load_yaml_text(text, path)
+        if bound > C_COMPOSER_SAFE_DEPTH:
+            check_depth(text, filename, lim.max_nesting_depth, _BaseLoader)
+        loader = _make_loader(filename, lim.max_nesting_depth if bound > lim.max_nesting_depth else None)(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            if "&" in text:  # no anchor, no alias
+                check_aliases(node, filename, lim.max_alias_nodes)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise RecipeError(_yaml_problem(filename, exc)) from None
+    except _TooDeep as exc:
+        if exc.recursion:
+            raise LimitError(filename, exc.line, "mappings/lists nested too deep for the Python stack",
+                             "too-deep") from None
+        raise too_deep(filename, exc.line, lim.max_nesting_depth) from None
+    except RecursionError:
+        raise LimitError(filename, 0, "mappings/lists nested too deep for the Python stack",
+                         "too-deep") from None
+    except ValueError:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise LimitError(filename, _line_of_long_number(text), "invalid YAML: an integer too long to convert",
+                         "yaml") from None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _line_of_long_number(text: str) -> int:
+    import re
+
+    m = re.search(r"\d{%d}" % max(sys.get_int_max_str_digits() // 2, 1), text) if hasattr(sys, "get_int_max_str_digits") \
+        else None
+    return text.count("\n", 0, m.start()) + 1 if m else 0
+
+
+def read_text(path: str, *, limits: Limits | None = None) -> str:
+    """The text of ``path``: a regular UTF-8 file within the size limit.
+
+    :raises RecipeError: with the reason (never the file's content).
+    """
+    lim = limits or current_limits()
+    return decode_text(read_bytes(path, lim.max_file_size), path)
+
+
+def load_yaml_file(path: str, *, limits: Limits | None = None) -> Any:
+    """Read and parse a YAML file (see :func:`read_text` and :func:`load_yaml_text`)."""
+    lim = limits or current_limits()
+    return load_yaml_text(read_text(path, limits=lim), path, limits=lim)
 
 
 def to_plain(value: Any) -> Any:
