@@ -176,8 +176,13 @@ def parse_sacct_accounting(text: str, job_id: str) -> Optional[dict]:
 
 
 def accounting_final(record: Optional[dict]) -> bool:
-    """Whether slurmdbd has the finished job's figures (state terminal and ``End`` set)."""
-    return bool(record and record.get("end") and record.get("state") not in ("PENDING", "RUNNING", "COMPLETING"))
+    """Whether slurmdbd has the finished job's final figures: a terminal state, ``End``, a
+    readable ``ReqMem`` and, for a job that started, its steps' ``MaxRSS`` (right after the end
+    sacct can show the job without its steps, or ``ReqMem`` as ``16?``)."""
+    if not record or not record.get("end") or record.get("state") in ("PENDING", "RUNNING", "COMPLETING"):
+        return False
+    return record.get("req_mem_bytes") is not None and (record.get("max_rss_bytes") is not None
+                                                        or not record.get("start"))
 
 
 def rusage_record(usage: Any, *, exit_code: Optional[int], started: float, ended: float,
