@@ -122,6 +122,7 @@ def parse_retry_resources(section: Any, where: str = "backend.slurm.retry_resour
 
 def failure_counts(states: Any) -> dict:
     """``{resource: k}`` from the final states of the earlier tries (``["OUT_OF_MEMORY", "FAILED"]``)."""
+    states = list(states)
     return {r: sum(1 for s in states if s in causes) for r, causes in CAUSES.items()}
 
 
