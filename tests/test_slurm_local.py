@@ -273,3 +273,24 @@ def test_out_of_memory_is_retried_with_doubled_memory(slurm_cluster, capfd):  # 
     assert _job_field(second["slurm_job"]["job_id"], "ReqMem") == "128M"
     assert second["stepcab_resources"]["state"] == "COMPLETED"
     assert "allocated 90 MiB" in capfd.readouterr().out
+
+
+def test_report_draws_the_run_with_its_efficiencies(finished_run, tmp_path):
+    from airflow_provider_stepcab.cli import main
+
+    out = tmp_path / "report.html"
+    run = finished_run.run
+    assert main(["report", run.dag_id, run.run_id, "-o", str(out)]) == 0
+    page = out.read_text()
+    svg = page[page.index("<svg"):page.index("</svg>")]
+    bars = re.findall(r'<rect class="run" data-state="(\w+)" x="([0-9.]+)" y="(\d+)" width="([0-9.]+)"', svg)
+    assert [b[0] for b in bars] == ["COMPLETED", "COMPLETED"]
+    assert float(bars[1][1]) > float(bars[0][1])        # burn ran after count: further right, lower row
+    assert int(bars[1][2]) > int(bars[0][2])
+    for task in ("count", "burn"):
+        rec = xcom(run, task, "stepcab_resources")
+        row = re.search(rf"<tr><td>{task}</td>(.*?)</tr>", page).group(1)
+        assert f"<td>{rec['job_id']}</td>" in row and f"<td>{rec['cpu_efficiency']:.1f}%</td>" in row
+        assert f"<td>{rec['memory_efficiency']:.1f}%</td>" in row
+    # a missing run is a clear error, not a traceback
+    assert main(["report", run.dag_id, "no-such-run", "-o", str(tmp_path / "x.html")]) == 1
