@@ -20,7 +20,7 @@
 #   STEPCAB_VENV              the virtualenv with Airflow, the edge3 provider and stepcab (default: $VIRTUAL_ENV)
 set -euo pipefail
 
-: "${STEPCAB_EDGE_API_URL:?set STEPCAB_EDGE_API_URL to the Airflow API server's base URL}"
+: "${STEPCAB_EDGE_API_URL:?set STEPCAB_EDGE_API_URL to the base URL of the Airflow API server}"
 : "${STEPCAB_EDGE_SECRET_FILE:?set STEPCAB_EDGE_SECRET_FILE to a file with the jwt secret}"
 : "${STEPCAB_DAGS_FOLDER:?set STEPCAB_DAGS_FOLDER to the DAG folder the scheduler parses}"
 [ -r "$STEPCAB_EDGE_SECRET_FILE" ] || { echo "edge-worker: cannot read $STEPCAB_EDGE_SECRET_FILE" >&2; exit 2; }

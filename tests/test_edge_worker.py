@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "tests" / "data" / "recipes" / "slurm_local.yml"
 WORKER = REPO / "scripts" / "edge-worker.sh"
 DAG_ID = "edge_slurm_local"
+EDGE = "airflow.providers.edge3.executors.EdgeExecutor"
 
 DAG_FILE = """
 import pendulum
@@ -36,7 +37,7 @@ from airflow_provider_stepcab.operators.slurm import StepcabSlurmOperator
 with DAG({dag_id!r}, schedule=None, start_date=pendulum.datetime(2024, 1, 1)) as dag:
     for label in ("count", "wait"):
         StepcabSlurmOperator(task_id=label, recipe_file={recipe!r}, recipe_name="slurm_local",
-                             step_path=[label], queue="edge")
+                             step_path=[label], queue="edge", executor={executor!r})
 """
 
 
@@ -46,13 +47,15 @@ def edge_site(slurm_cluster, tmp_path_factory):  # noqa: F811
     base = tmp_path_factory.mktemp("edge")
     dags = base / "dags"
     dags.mkdir()
-    (dags / "edge_slurm_local.py").write_text(DAG_FILE.format(dag_id=DAG_ID, recipe=str(RECIPE)))
+    (dags / "edge_slurm_local.py").write_text(DAG_FILE.format(dag_id=DAG_ID, recipe=str(RECIPE), executor=EDGE))
     work = Path(slurm_cluster.work_dir) / f"edge-{os.getpid()}"
     work.mkdir(exist_ok=True)
     work.chmod(0o1777)
     secret = secrets.token_hex(32)
     site = Standalone(base, dags, env={
-        "AIRFLOW__CORE__EXECUTOR": "airflow.providers.edge3.executors.EdgeExecutor",
+        # standalone forces LocalExecutor unless the default executor is local: the Edge executor is
+        # the second one, chosen by the DAG's Slurm tasks (executor=..., queue="edge")
+        "AIRFLOW__CORE__EXECUTOR": f"LocalExecutor,{EDGE}",
         "AIRFLOW__EDGE__API_ENABLED": "True",
         "AIRFLOW__API_AUTH__JWT_SECRET": secret,
         "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
@@ -103,9 +106,9 @@ def test_edge_worker_runs_local_slurm_steps_and_a_kill_cancels_the_job(edge_site
     log = site.task_log(DAG_ID, run_id, "count")
     assert "count 3 of 3" in log and "via local" in log and "resources (sacct, job" in log, log[-3000:]
     tis = {ti["task_id"]: ti for ti in site.task_instances(DAG_ID, run_id)}
-    assert tis["count"]["hostname"] and tis["count"]["queue"] == "edge"
-    workers = site.cli("edge", "list-workers", "--output", "json").stdout
-    assert "login-node" in workers
+    assert tis["count"]["queue"] == "edge" and tis["count"]["executor"] == EDGE, tis["count"]
+    worker_log = _worker_log(site)
+    assert "count" in worker_log and run_id in worker_log, worker_log   # the Edge worker ran it
 
     # a task waiting on its job, killed by a user: the job is cancelled
     from airflow_provider_stepcab.plan.sbatch import job_name
