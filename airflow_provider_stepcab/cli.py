@@ -262,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .build_cli import add_build_parser
     add_build_parser(sub, common)
+    from .report import add_parser as add_report_parser
+    add_report_parser(sub)
     # `run` has its own parser (run_cli), imported only when used: it configures Airflow first.
     sub.add_parser("run", add_help=False, help="run a recipe through real Airflow (dag.test), like `stimela run`")
     return parser

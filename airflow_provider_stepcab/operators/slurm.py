@@ -67,6 +67,7 @@ class StepcabSlurmOperator(StepcabBaseOperator):
                          backend=backend, loop_value=loop_value, **kwargs)
         self.slurm_defaults = dict(slurm_defaults or {})
         self._job: Optional[dict] = None
+        self._earlier: dict = {}
         self._local_only = False
 
     # ----------------------------------------------------------------- resolution
@@ -113,28 +114,38 @@ class StepcabSlurmOperator(StepcabBaseOperator):
         with R.chdir(step.workdir.path):
             R.prepare_outputs(step)
         ti = context["ti"]
-        from airflow_provider_stepcab.hooks.slurm import SlurmHook
+        from airflow_provider_stepcab.hooks.slurm_local import make_slurm_hook
 
-        hook = SlurmHook(opts.ssh_conn_id)
+        hook = make_slurm_hook(opts.ssh_conn_id)
         try:
             job = self._reattach(hook, opts, ti) or self._submit(hook, opts, step, ti)
         finally:
             hook.close()
         self._job = job
         ti.xcom_push(key=XCOM_JOB_KEY, value=job)
+        if opts.local:  # on the login node: wait here, no triggerer runs on this host
+            return self._wait_here(job, opts, context)
         self._defer(job, opts)
 
-    def _defer(self, job: dict, opts: P.SlurmSubmitOptions) -> None:
+    def _wait_here(self, job: dict, opts: P.SlurmSubmitOptions, context: Any) -> Any:
+        from airflow_provider_stepcab.triggers.slurm_local import wait_here
+
+        return self.execute_complete(context, wait_here(self._trigger(job, opts)))
+
+    def _trigger(self, job: dict, opts: P.SlurmSubmitOptions) -> Any:
         from airflow_provider_stepcab.triggers.slurm import SlurmJobTrigger
 
         deadline = None
         if self.execution_timeout is not None:
             deadline = time.time() + self.execution_timeout.total_seconds()
-        self.defer(trigger=SlurmJobTrigger(
+        return SlurmJobTrigger(
             ssh_conn_id=opts.ssh_conn_id, job_id=job["job_id"], job_dir=job["job_dir"], job_name=job["job_name"],
             poll_interval=opts.poll_interval, stream_logs=opts.stream_logs, exit_grace=opts.exit_grace,
             missing_grace=opts.missing_grace, ssh_patience=opts.ssh_patience, deadline=deadline,
-            log_chunk_size=opts.log_chunk_size), method_name="execute_complete")
+            log_chunk_size=opts.log_chunk_size)
+
+    def _defer(self, job: dict, opts: P.SlurmSubmitOptions) -> None:
+        self.defer(trigger=self._trigger(job, opts), method_name="execute_complete")
 
     def _base_dir(self, hook: Any, opts: P.SlurmSubmitOptions) -> str:
         return hook.absolute(opts.remote_dir)
@@ -144,6 +155,7 @@ class StepcabSlurmOperator(StepcabBaseOperator):
         map_index = getattr(ti, "map_index", -1)
         names = P.try_names(ti.dag_id, ti.run_id, ti.task_id, map_index, ti.try_number)
         found = hook.jobs(names=names.values())
+        self._earlier = earlier_tries(found, names, ti.try_number)
         if not found:
             return None
         base = self._base_dir(hook, opts)
@@ -171,6 +183,7 @@ class StepcabSlurmOperator(StepcabBaseOperator):
         recipe_dir = os.path.dirname(os.path.abspath(self.recipe_file))
         env["PYTHONPATH"] = recipe_dir
         command = self._command(hook, opts, step)
+        opts, raised = self._more_resources(hook, opts)
         try:
             spec = P.build_job_spec(opts, name=name, directory=directory, workdir=str(step.workdir.path),
                                     backend_name=step.backend_name, env=env, **command)
@@ -184,7 +197,17 @@ class StepcabSlurmOperator(StepcabBaseOperator):
         self.log.info("submitted Slurm job %s (%s) via %s; job directory %s", job_id, name, opts.ssh_conn_id,
                       directory)
         return {"job_id": job_id, "job_name": name, "job_dir": directory, "ssh_conn_id": opts.ssh_conn_id,
-                "try_number": ti.try_number, "reattached": False}
+                "try_number": ti.try_number, "reattached": False, "escalated": raised}
+
+    def _more_resources(self, hook: Any, opts: P.SlurmSubmitOptions) -> tuple:
+        """This try's options after ``retry_resources`` (:mod:`.slurm_resources`)."""
+        from airflow_provider_stepcab.operators.slurm_resources import escalated_options, job_resources
+
+        try:
+            return escalated_options(opts, self._earlier,
+                                     accounting=lambda job_id: job_resources(hook, job_id, patience=0), log=self.log)
+        except ValueError as exc:
+            raise AirflowException(f"backend.slurm.retry_resources: {exc}") from None
 
     def _command(self, hook: Any, opts: P.SlurmSubmitOptions, step: "R.ResolvedStep") -> dict:
         """What the job runs: ``build_job_spec`` keywords (``argv``, ``setup``, ``ephemeral`` ...)."""
@@ -240,7 +263,7 @@ class StepcabSlurmOperator(StepcabBaseOperator):
 
     def execute_complete(self, context: Any, event: Any = None) -> Any:
         """Turn the trigger's :class:`~..triggers.events.SlurmJobEvent` into success or a failure."""
-        from airflow_provider_stepcab.hooks.slurm import SlurmHook
+        from airflow_provider_stepcab.hooks.slurm_local import make_slurm_hook
         from airflow_provider_stepcab.runtime.native import RunResult
         from airflow_provider_stepcab.triggers.events import SlurmJobEvent
 
@@ -250,7 +273,7 @@ class StepcabSlurmOperator(StepcabBaseOperator):
         opts = self._options(step)
         self.log.info("Slurm job %s (%s) ended: %s%s", ev.job_id, ev.job_name, ev.status,
                       f" ({ev.message})" if ev.message else "")
-        hook = SlurmHook(opts.ssh_conn_id)
+        hook = make_slurm_hook(opts.ssh_conn_id)
         try:
             state = self._wrangle(hook, step, ev)
             ok = ev.exit_code is not None and ev.status in ("success", "failed") and state.success(ev.exit_code)
@@ -262,12 +285,28 @@ class StepcabSlurmOperator(StepcabBaseOperator):
             if opts.cleanup == "always" or (opts.cleanup == "on_success" and ok):
                 self.log.info("removing the remote job directory %s (cleanup=%s)", ev.job_dir, opts.cleanup)
                 hook.remove_dir(ev.job_dir)
+            self._account(hook, ev, context)
         finally:
             hook.close()
         result = RunResult(exit_code=ev.exit_code, success=ok, outputs=dict(state.outputs), errors=errors,
                            warnings=list(state.warnings), tail=list(ev.tail),
                            declared_success=state.declared_success)
         return self.finish_step(step, result, context)
+
+    def _account(self, hook: Any, ev: Any, context: Any) -> None:
+        """sacct's figures for the job: the log's last lines and the ``stepcab_resources`` XCom."""
+        from airflow_provider_stepcab.operators.slurm_resources import job_resources, report_resources
+
+        if not ev.job_id:
+            return
+        ti = context["ti"]
+        job = self._job or ti.xcom_pull(task_ids=ti.task_id, key=XCOM_JOB_KEY, map_indexes=ti.map_index)
+        try:
+            record = job_resources(hook, ev.job_id)
+        except Exception as exc:  # noqa: BLE001 - accounting never fails a step
+            self.log.warning("accounting of Slurm job %s failed: %s", ev.job_id, exc)
+            return
+        report_resources(record, log=self.log, ti=ti, job=job if isinstance(job, dict) else None)
 
     def _wrangle(self, hook: Any, step: "R.ResolvedStep", ev: Any) -> Any:
         """Run the job's whole output through the cab's wranglers (outputs, errors, success)."""
@@ -286,14 +325,25 @@ class StepcabSlurmOperator(StepcabBaseOperator):
         """Killed while submitting (the deferred wait cancels through the trigger's ``on_kill``)."""
         job = self._job
         if job:
-            from airflow_provider_stepcab.hooks.slurm import SlurmHook
+            from airflow_provider_stepcab.hooks.slurm_local import make_slurm_hook
 
             self.log.info("on_kill: cancelling Slurm job %s", job["job_id"])
-            hook = SlurmHook(job["ssh_conn_id"])
+            hook = make_slurm_hook(job["ssh_conn_id"])
             try:
                 hook.cancel(job_id=job["job_id"])
             finally:
                 hook.close()
 
 
-__all__ = ["StepcabSlurmOperator", "XCOM_JOB_KEY"]
+def earlier_tries(found: Mapping[str, Any], names: Mapping[int, str], try_number: int) -> dict:
+    """``{try: {"job_id", "state"}}``: the newest job of each earlier try, by its job name."""
+    out = {}
+    for number, name in names.items():
+        jobs = [j for j in found.values() if j.name == name]
+        if number < try_number and jobs:
+            newest = max(jobs, key=lambda j: int(j.job_id))
+            out[number] = {"job_id": newest.job_id, "state": newest.state}
+    return out
+
+
+__all__ = ["StepcabSlurmOperator", "XCOM_JOB_KEY", "earlier_tries"]

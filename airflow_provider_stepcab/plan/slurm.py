@@ -36,7 +36,7 @@ import hashlib
 import posixpath
 import re
 import shlex
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping, Optional, Sequence
 
 from ..recipe.backend_schema import SlurmOptions as _SchemaOptions
@@ -48,6 +48,8 @@ _D = _SchemaOptions()
 STIMELA_KEYS = ("enable", "srun_path", "srun_opts", "srun_opts_build", "build_local")
 CLEANUP_CHOICES = ("never", "on_success", "always")
 DEFAULT_REMOTE_DIR = _D.remote_dir
+#: ``ssh_conn_id`` value meaning "this machine is the login node" (no SSH; docs/hpc-site.md)
+LOCAL = "local"
 #: how many earlier tries a retry looks for (by their deterministic job names)
 REATTACH_TRIES = 8
 
@@ -75,6 +77,8 @@ class SlurmSubmitOptions:
     :param ssh_patience: seconds of failing SSH (with reconnects) before the task gives up.
     :param term_grace: seconds between TERM and KILL of the command when the job is stopped.
     :param log_chunk_size: maximum bytes of each log read per poll.
+    :param retry_resources: how a retry raises ``mem``/``time`` after ``OUT_OF_MEMORY``/``TIMEOUT``
+        (:mod:`.escalate`).
     """
 
     ssh_conn_id: str = _D.ssh_conn_id
@@ -91,6 +95,12 @@ class SlurmSubmitOptions:
     ssh_patience: float = _D.ssh_patience
     term_grace: int = _D.term_grace
     log_chunk_size: int = _D.log_chunk_size
+    retry_resources: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def local(self) -> bool:
+        """``ssh_conn_id: local``: the worker runs on the login node and calls sbatch itself."""
+        return self.ssh_conn_id == LOCAL
 
 
 #: our keys (declared, with their defaults, by ``recipe/backend_schema.py``'s ``SlurmOptions``)
@@ -155,6 +165,14 @@ def parse_slurm_options(section: Optional[Mapping[str, Any]]) -> tuple:
     for key in ("term_grace", "log_chunk_size"):
         if section.get(key) is not None:
             kw[key] = _number(key, section[key], int, 1)
+    if section.get("retry_resources") is not None:
+        from .escalate import EscalationError, parse_retry_resources
+
+        try:
+            parse_retry_resources(section["retry_resources"])
+        except EscalationError as exc:
+            raise SlurmPlanError(str(exc)) from None
+        kw["retry_resources"] = dict(section["retry_resources"])
     if section.get("stream_logs") is not None:
         kw["stream_logs"] = _bool("stream_logs", section["stream_logs"])
     if section.get("cleanup") is not None:
@@ -182,6 +200,26 @@ def sbatch_options(opts: SlurmSubmitOptions) -> dict:
             src = "sbatch_opts" if reserved in opts.sbatch_opts else "srun_opts"
             raise SlurmPlanError(f"backend.slurm.{src}.{reserved}: set by stepcab, cannot be overridden")
     return merged
+
+
+def requested_resources(opts: SlurmSubmitOptions) -> dict:
+    """The step's own ``mem`` and ``time`` requests (``sbatch_opts`` over ``srun_opts``), Slurm syntax."""
+    merged = sbatch_options(opts)
+    return {"mem": merged.get("mem"), "time": merged.get("time", merged.get("t"))}
+
+
+def with_resources(opts: SlurmSubmitOptions, raised: Mapping[str, Mapping[str, str]]) -> SlurmSubmitOptions:
+    """``opts`` asking for the raised amounts (:func:`.escalate.escalate`) through ``sbatch_opts``."""
+    if not raised:
+        return opts
+    sbatch = dict(opts.sbatch_opts)
+    srun = dict(opts.srun_opts)
+    for resource, change in raised.items():
+        if resource == "time":
+            sbatch.pop("t", None)
+            srun.pop("t", None)
+        sbatch[resource] = change["to"]
+    return replace(opts, sbatch_opts=sbatch, srun_opts=srun)
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
@@ -332,4 +370,5 @@ def parse_prepare_output(text: str) -> Optional[str]:
 
 __all__ = ["SlurmSubmitOptions", "SlurmPlanError", "parse_slurm_options", "sbatch_options", "job_dir",
            "try_names", "check_backend", "build_job_spec", "OUR_KEYS", "CLEANUP_CHOICES", "ImageCheck",
-           "image_lines", "singularity_prepare_script", "parse_prepare_output"]
+           "image_lines", "singularity_prepare_script", "parse_prepare_output", "LOCAL", "requested_resources",
+           "with_resources"]

@@ -236,6 +236,7 @@ class SlurmOptions:
     ssh_patience: float = 3600.0
     term_grace: int = 10
     log_chunk_size: int = 65536
+    retry_resources: Dict[str, Any] = field(default_factory=dict)   # plan/escalate.py (mem/time rules)
 
 
 @record

@@ -52,6 +52,26 @@ class RunResult:
     timed_out: bool = False
     killed: bool = False
     elapsed: float = 0.0
+    #: the process group's resource record (:func:`.accounting.rusage_record`), when it ran
+    usage: Optional[dict] = None
+
+
+def process_usage(handle: Optional[ProcessHandle], exit_code: Optional[int], *rlimit_maps: Any) -> Optional[dict]:
+    """The resource record of a finished process group (``None`` if it never started)."""
+    if handle is None:
+        return None
+    from .accounting import rusage_record
+
+    limit = None
+    for limits in rlimit_maps:  # backend.rlimits.AS (bytes) is the only memory limit a native step has
+        limit = (limits or {}).get("AS", limit)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count()
+    mem = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+    return rusage_record(handle.rusage, exit_code=exit_code, started=handle.started, ended=time.time(), cpus=cpus,
+                         host=os.uname().nodename, mem_limit=mem)
 
 
 def check_rlimits(rlimits: Optional[Mapping[str, Any]]) -> list:
@@ -149,6 +169,7 @@ class NativeRunner:
                 handle, self._handle = self._handle, None
         elapsed = time.monotonic() - start
         killed = bool(handle and handle.killed) or self._kill_requested
+        usage = process_usage(handle, exit_code, self.rlimits, rlimits)
 
         errors = list(state.errors)
         if state.errors:
@@ -163,7 +184,7 @@ class NativeRunner:
         return RunResult(exit_code=exit_code, success=success, outputs=dict(state.outputs), errors=errors,
                          warnings=list(state.warnings), tail=list(tail),
                          declared_success=state.declared_success, timed_out=timed_out, killed=killed,
-                         elapsed=elapsed)
+                         elapsed=elapsed, usage=usage)
 
     def kill(self) -> None:
         """Kill the running process group (safe from another thread, e.g. Airflow's ``on_kill``)."""

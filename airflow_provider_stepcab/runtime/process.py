@@ -44,6 +44,28 @@ class ProcessTimeout(TimeoutError):
         super().__init__(f"'{argv[0]}' timed out after {timeout:g}s (process group killed)")
 
 
+class _UsagePopen(subprocess.Popen):
+    """``Popen`` reaping its child with ``os.wait4``, keeping the ``rusage`` of the leader and the
+    descendants it waited for (``rusage``; CPython 3.11's two reaping paths, ``poll`` and ``wait``)."""
+
+    rusage = None
+
+    def _waitpid_usage(self, pid: int, flags: int) -> tuple:
+        got, status, usage = os.wait4(pid, flags)
+        if got == self.pid:
+            self.rusage = usage
+        return got, status
+
+    def _internal_poll(self, _deadstate=None, **_kw):  # noqa: ANN001 - CPython's signature
+        return super()._internal_poll(_deadstate=_deadstate, _waitpid=self._waitpid_usage)
+
+    def _try_wait(self, wait_flags):  # noqa: ANN001 - CPython's signature
+        try:
+            return self._waitpid_usage(self.pid, wait_flags)
+        except ChildProcessError:
+            return self.pid, 0
+
+
 class ProcessHandle:
     """A running process group: ``pid`` (the leader) = ``pgid``.
 
@@ -57,7 +79,13 @@ class ProcessHandle:
         self.pgid = popen.pid  # start_new_session makes the child a group leader
         self.kill_grace = kill_grace
         self.killed = False
+        self.started = time.time()
         self._lock = threading.Lock()
+
+    @property
+    def rusage(self):
+        """``resource.struct_rusage`` of the reaped leader (and what it reaped), else ``None``."""
+        return getattr(self.popen, "rusage", None)
 
     @property
     def returncode(self) -> Optional[int]:
@@ -154,7 +182,7 @@ def spawn(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, cwd: 
     if not argv:
         raise ValueError("empty command line")
     try:
-        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        popen = _UsagePopen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
                                  preexec_fn=preexec_fn, bufsize=0, close_fds=True)
     except FileNotFoundError as exc:

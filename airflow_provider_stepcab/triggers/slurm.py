@@ -225,7 +225,10 @@ def get_poller(ssh_conn_id: str) -> ClusterPoller:
     key = (id(loop), ssh_conn_id)
     poller = _POLLERS.get(key)
     if poller is None or poller.loop is not loop:
-        poller = _POLLERS[key] = ClusterPoller(ssh_conn_id, loop)
+        cls = ClusterPoller
+        if ssh_conn_id == "local":  # the worker is on the login node (triggers/slurm_local.py)
+            from airflow_provider_stepcab.triggers.slurm_local import LocalClusterPoller as cls
+        poller = _POLLERS[key] = cls(ssh_conn_id, loop)
     return poller
 
 
@@ -393,6 +396,11 @@ class SlurmJobTrigger(BaseTrigger):
                 return
         except Exception:  # noqa: BLE001 - fall back to a fresh connection
             pass
+        if self.ssh_conn_id == "local":
+            from airflow_provider_stepcab.runtime.commands import run_command_async
+
+            await run_command_async(cmd, timeout=60)
+            return
         from airflow.providers.ssh.hooks.ssh import SSHHookAsync
 
         await SSHHookAsync(ssh_conn_id=self.ssh_conn_id).run_command(cmd, timeout=60)

@@ -67,7 +67,7 @@ render() {  # render TEMPLATE > DEST substituting @VAR@ placeholders
   sed -e "s|@STATE@|$STATE|g" -e "s|@HOST@|$(hostname -s)|g" -e "s|@NODELINE@|$NODELINE|g" \
       -e "s|@SSH_PORT@|$SSH_PORT|g" -e "s|@DB_PORT@|$DB_PORT|g" -e "s|@USER@|$CLUSTER_USER|g" \
       -e "s|@ACCOUNTING@|$ACCOUNTING|g" -e "s|@CTLD@|$CTLD|g" -e "s|@SSH_LISTEN@|$SSH_LISTEN|g" \
-      -e "s|@CLUSTER_EXTRA@|$CLUSTER_EXTRA|g" "$src" > "$dest"
+      -e "s|@CLUSTER_EXTRA@|$CLUSTER_EXTRA|g" -e "s|@TASKPLUGIN@|$TASKPLUGIN|g" "$src" > "$dest"
 }
 
 pidfile() {
@@ -197,6 +197,13 @@ start_sshd() {
   return 0
 }
 
+memory_cgroup_writable() {  # cgroup v1 memory controller mounted and writable (with swap accounting)
+  local probe=/sys/fs/cgroup/memory/stepcab-probe.$$
+  [ -e /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes ] || return 1
+  mkdir "$probe" 2>/dev/null || return 1
+  rmdir "$probe"
+}
+
 render_configs() {  # slurm.conf, sshd_config, slurmdbd.conf for this role into $STATE/etc
   mkdir -p "$STATE/etc"
   ACCOUNTING=none
@@ -209,6 +216,13 @@ render_configs() {  # slurm.conf, sshd_config, slurmdbd.conf for this role into 
     CTLD=$(hostname -s)
     NODELINE="# no static nodes: compute nodes register with slurmd -Z (role compute)"
     CLUSTER_EXTRA="SlurmctldParameters=enable_configless\nMaxNodeCount=$MAX_NODES\nTreeWidth=65533\nCommunicationParameters=NoAddrCache"
+  fi
+  # Memory limits are enforced (a job above --mem ends OUT_OF_MEMORY) where this host lets slurmd
+  # make cgroup v1 memory groups; elsewhere (some containers) jobs run unconstrained (task/none).
+  TASKPLUGIN=task/none
+  if [ "${STEPCAB_CLUSTER_MEMLIMIT:-auto}" != off ] && memory_cgroup_writable; then
+    TASKPLUGIN=task/cgroup
+    cp "$HERE/cgroup.conf.in" "$STATE/etc/cgroup.conf"
   fi
   render "$HERE/slurm.conf.in" "$STATE/etc/slurm.conf"
   render "$HERE/sshd_config.in" "$STATE/etc/sshd_config"
