@@ -183,10 +183,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     return EXIT_ERRORS if errors or failed(status) else EXIT_OK
 
 
-def add_build_parser(sub: Any, common: Any) -> None:
-    """Register ``stepcab build`` on the CLI's subparsers."""
-    from .cli import parse_param
+def add_build_parser(sub: Any, common: Any, parse_param: Callable[[str], tuple]) -> None:
+    """Register ``stepcab build`` on the CLI's subparsers.
 
+    :param common: adds the options every subcommand has.
+    :param parse_param: the ``-p NAME=VALUE`` argument type (:func:`.cli.parse_param`).
+    """
     p = sub.add_parser("build", help="build/pull the container images a recipe needs")
     p.add_argument("files", nargs="+", metavar="FILE", help="recipe file(s), merged in order")
     p.add_argument("--recipe", metavar="NAME", help="recipe (default: DEFAULT, or the only one)")

@@ -55,24 +55,39 @@ def _owner(key: str, names: Iterable[str]) -> Optional[str]:
     return head if head in set(names) else None
 
 
+def _used_recipes(recipe: Any, out: Optional[set] = None) -> set:
+    """Names of the lib recipes ``recipe``'s steps refer to, at any depth."""
+    out = set() if out is None else out
+    for step in getattr(recipe, "steps", {}).values():
+        if step.recipe_name:
+            out.add(step.recipe_name)
+        if step.recipe is not None:
+            _used_recipes(step.recipe, out)
+    return out
+
+
 def choose_recipes(result: Any) -> tuple[list[RecipeChoice], list]:
     """Split a :class:`~..recipe.api.FileResult` into recipes to build and file-level errors.
 
     The recipes are :attr:`~..recipe.api.FileResult.names` (the file's ``DEFAULT``, else its own
-    runnable recipes: :func:`~..recipe.api.file_recipe_names`).
+    runnable recipes: :func:`~..recipe.api.file_recipe_names`). An error keyed by one of the
+    file's recipes (``sub.steps.s.cab``) breaks the DAGs of that recipe and of the recipes using
+    it as a step; any other error (YAML, includes, cabs, ``opts``) breaks every DAG of the file.
 
     :return: ``(choices, file_errors)``; a choice with ``errors`` is broken (file-level errors are
         copied into every choice). When the file has errors but no recipe could even be named,
         ``choices`` is empty and ``file_errors`` is not; a library or fragment gives neither.
     """
     names = list(getattr(result, "names", None) or [])
+    known = list(dict.fromkeys(names + list(result.recipes)))
     default = getattr(result, "default", None)
     errors = list(result.problems.errors)
-    file_errors = [p for p in errors if _owner(p.key, names) is None]
+    file_errors = [p for p in errors if _owner(p.key, known) is None]
     choices = []
     for name in names:
-        own = [p for p in errors if _owner(p.key, names) == name]
         recipe = result.recipes.get(name)
+        mine = {name} | (_used_recipes(recipe) if recipe is not None else set())
+        own = [p for p in errors if _owner(p.key, known) in mine]
         choice = RecipeChoice(result.file, name, recipe, result.config, bool(default), file_errors + own)
         if recipe is None and not choice.errors:
             from airflow_provider_stepcab.recipe.errors import Loc, Problem

@@ -31,10 +31,11 @@ class FileResult:
     """Everything :func:`load_all` found in one file.
 
     :param file: the file path as given (absolute when it came from a folder).
-    :param recipes: recipe name → :class:`Recipe` for every recipe of :attr:`names` that was built.
+    :param recipes: recipe name → :class:`Recipe`: the file's own runnable recipes
+        (:func:`own_recipe_names`) and its ``DEFAULT``, those that could be built.
     :param default: the file's ``DEFAULT`` recipe name, if any.
-    :param names: the recipes the file stands for (:func:`file_recipe_names`), built or not; empty
-        for a library or fragment (cabs, ``lib``, ``assign`` blocks, step patches only).
+    :param names: the recipes the file stands for as DAGs (:func:`file_recipe_names`), built or
+        not; empty for a library or fragment (cabs, ``lib``, ``assign`` blocks, step patches only).
     :param problems: load problems plus problems of every recipe in the file.
     :param config: the :class:`~.config.LoadedConfig`, ``None`` if loading failed outright.
     """
@@ -168,27 +169,29 @@ def is_runnable(node: Any) -> bool:
         isinstance(s, dict) and ("cab" in s or "recipe" in s) for s in steps.values())
 
 
-def file_recipe_names(config: Any, path: Optional[str] = None) -> list[str]:
-    """The recipes a recipe *file* stands for (what ``stepcab validate`` checks and the DAG folder
-    makes DAGs of); see ``docs/dag-factory.md``, "Which recipes, which ids".
+def own_recipe_names(config: Any, path: Optional[str] = None) -> list[str]:
+    """The runnable recipes a file defines itself: top-level keys written in ``path`` (not only
+    merged in from its ``_include``s) whose merged section has a step naming a cab or a recipe
+    (:func:`is_runnable`). A file without any (cabs, ``lib``, parameter schemas, ``assign``
+    blocks, step patches) is a library or an include fragment.
 
-    - ``DEFAULT: name`` → ``[name]`` (also when the recipe comes from an include);
-    - otherwise the file's *own* runnable recipes: top-level keys written in ``path`` itself (not
-      only merged in from its ``_include``s) whose merged section has a step naming a cab or a
-      recipe. A file without any (cabs, ``lib``, parameter schemas, ``assign`` blocks, step
-      patches) is a library or fragment: ``[]``.
-
-    :param path: the file (default: the last file the config read; its key set decides ownership).
+    :param path: the file (without it every top-level recipe of the config counts as its own).
     """
-    default = getattr(config, "default", None)
-    if default:
-        return [default]
     names = recipe_names(config)
     if not names:
         return []
     lib = _lib_recipes(config)
     own = _written_keys(path) if path is not None else set(names)
     return [n for n in names if n in own and is_runnable(lib.get(n))]
+
+
+def file_recipe_names(config: Any, path: Optional[str] = None) -> list[str]:
+    """The recipes a recipe *file* stands for in the DAG folder (see ``docs/dag-factory.md``,
+    "Which recipes, which ids"): ``[DEFAULT]`` when the file (or an include) sets one, else its
+    own runnable recipes (:func:`own_recipe_names`); ``[]`` for a library or fragment.
+    """
+    default = getattr(config, "default", None)
+    return [default] if default else own_recipe_names(config, path)
 
 
 def choose_recipe(loaded: Any, name: Optional[str] = None, *, last: bool = False,
@@ -293,7 +296,7 @@ def load_recipe(paths: PathArg, name: Optional[str] = None, *, strict: bool = Fa
 
 def load_file(path: str, *, strict: bool = False, include_dirs: Sequence[str] = (),
               persist: bool = True) -> FileResult:
-    """Load one file and build the recipes it stands for (:func:`file_recipe_names`; see :func:`load_all`).
+    """Load one file and build its own recipes and its ``DEFAULT`` (see :class:`FileResult`, :func:`load_all`).
 
     :param persist: use the caches (the DAG factory caches its own, smaller result instead:
         :mod:`~airflow_provider_stepcab.dag_factory.spec`); ``False`` loads afresh and keeps nothing.
@@ -314,7 +317,8 @@ def load_file(path: str, *, strict: bool = False, include_dirs: Sequence[str] = 
         result.default = getattr(config, "default", None)
         result.problems.extend(getattr(config, "problems", None) or [])
         result.names = file_recipe_names(config, path)
-        result.recipes = _build_named(config, result.names, result.problems, strict)
+        checked = list(dict.fromkeys(own_recipe_names(config, path) + result.names))
+        result.recipes = _build_named(config, checked, result.problems, strict)
         if result.default and result.default not in _lib_recipes(config):
             result.problems.error(Loc(path, 0), "DEFAULT", f"DEFAULT recipe '{result.default}' not found",
                                   "unknown-recipe")
