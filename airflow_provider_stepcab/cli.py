@@ -5,10 +5,19 @@ Nothing here imports Airflow at module import time; subcommands that need it imp
 * ``stepcab validate PATH... [--strict]`` — one line per problem, ``file:line: key.path: message``;
   exit status 1 if there are errors, 0 with warnings and notes only (a note names a required input
   that nothing sets: it needs a value at run time). Folders are searched for YAML files.
-* ``stepcab plan FILE... [--recipe NAME] [--backend B] [-p NAME=VALUE ...] [--json]``
+* ``stepcab plan FILE... [--recipe NAME | --last-recipe] [--backend B] [-p NAME=VALUE ...] [--json]``;
+  the recipe is chosen as ``stimela run`` does (:func:`.recipe.api.choose_recipe`): ``--recipe``,
+  else the files' ``DEFAULT`` unless ``-l``/``--last-recipe``, else with ``-l`` the last recipe of
+  the files, else the only one.
 * ``stepcab plan FILE... --script [--backend native|singularity|podman|docker]`` — a shell script.
 * ``stepcab doc NAME [FILE...]`` — the schema of a cab or recipe as a table.
 * ``stepcab build FILE... [-r]`` — build/pull the container images (:mod:`.build_cli`).
+
+Exit status: 0 success (warnings allowed); 1 the recipe has errors: a file that cannot be read or
+parsed, a recipe that cannot be chosen (unknown name, several and no ``DEFAULT``), bad ``-p``
+values or names, planning errors (each printed as one ``file:line: key: message`` line, no
+traceback); 2 bad usage (an unknown option, ``-p`` without ``=``, ``--script`` with a backend it
+cannot script).
 """
 
 from __future__ import annotations
@@ -111,18 +120,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .recipe.errors import RecipeError
     params = dict(args.param or [])
     try:
-        result = load_recipe_result(args.files, args.recipe, strict=args.strict, include_dirs=args.include or ())
+        result = load_recipe_result(args.files, args.recipe, strict=args.strict, include_dirs=args.include or (),
+                                    last=args.last_recipe)
     except RecipeError as exc:
         _print_problems(exc.problems, sys.stderr)
         return EXIT_ERRORS
     errors, _ = _print_problems(result.problems, sys.stderr)
     if result.recipe is None or errors:
         return EXIT_ERRORS
-    if args.script:
-        return _plan_script(args, result, params)
     import os
-    plan = plan_recipe(result.recipe, result.config, params, backend=args.backend, strict=args.strict,
-                       cwd=os.path.abspath(args.workdir or os.getcwd()))
+    try:
+        if args.script:
+            return _plan_script(args, result, params)
+        plan = plan_recipe(result.recipe, result.config, params, backend=args.backend, strict=args.strict,
+                           cwd=os.path.abspath(args.workdir or os.getcwd()))
+    except RecipeError as exc:  # e.g. a command line that cannot be built: one line per problem
+        _print_problems(exc.problems, sys.stderr)
+        return EXIT_ERRORS
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
     else:
@@ -243,7 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="show the steps, backends and command lines of a recipe")
     p.add_argument("files", nargs="+", metavar="FILE", help="recipe file(s), merged in order")
-    p.add_argument("-r", "--recipe", metavar="NAME", help="recipe to plan (default: DEFAULT, or the only one)")
+    choice = p.add_mutually_exclusive_group()
+    choice.add_argument("-r", "--recipe", metavar="NAME",
+                        help="recipe to plan (default: DEFAULT, else with -l the last one, else the only one)")
+    choice.add_argument("-l", "--last-recipe", action="store_true",
+                        help="if several recipes are defined, plan the last one (as stimela run -l)")
     p.add_argument("-b", "--backend", metavar="B", help="backend override, e.g. native or 'singularity,native'")
     p.add_argument("-p", "--param", action="append", type=parse_param, metavar="NAME=VALUE",
                    help="recipe input or step.param; VALUE is read as YAML")
@@ -261,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_doc)
 
     from .build_cli import add_build_parser
-    add_build_parser(sub, common)
+    add_build_parser(sub, common, parse_param)
     from .report import add_parser as add_report_parser
     add_report_parser(sub)
     # `run` has its own parser (run_cli), imported only when used: it configures Airflow first.

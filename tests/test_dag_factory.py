@@ -94,8 +94,8 @@ def test_defaults_without_settings(bag):
 
 def test_params_from_inputs(bag):
     params = bag.dags["pipeline"].params
-    assert params["size"] == 256 and params.get_param("size").schema["type"] == "integer"
-    assert params.get_param("mode").schema["enum"] == ["auto", "manual"]
+    assert params["size"] == 256 and params.get_param("size").schema["type"] == ["integer", "null"]
+    assert params.get_param("mode").schema["enum"] == ["auto", "manual", None]
     assert params.get_param("ms").description == "the measurement set"
     assert params.get_param("prefix").value is None and "computed" in params.get_param("prefix").description
     alpha = bag.dags["multi__alpha"].params

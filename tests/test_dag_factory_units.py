@@ -174,7 +174,9 @@ def test_transitive_reduction():
 
 def test_param_spec_shapes():
     p = Parameter(name="size", dtype_str="int", dtype=parse_dtype("int"), info="pixels", default=10)
-    assert param_spec("size", p) == {"title": "size", "default": 10, "description": "pixels", "type": "integer"}
+    # a default: not required in the trigger form (emptied, the recipe's default applies)
+    assert param_spec("size", p) == {"title": "size", "default": 10, "description": "pixels",
+                                     "type": ["integer", "null"]}
     req = Parameter(name="ms", dtype_str="MS", dtype=parse_dtype("MS"), required=True)
     assert "default" not in param_spec("ms", req)
     opt = Parameter(name="n", dtype_str="int", dtype=parse_dtype("int"))
@@ -183,7 +185,7 @@ def test_param_spec_shapes():
     spec = param_spec("x", comp)
     assert spec["default"] is None and "computed" in spec["description"]
     ch = Parameter(name="m", dtype_str="str", dtype=parse_dtype("str"), choices=["a", "b"], default="a")
-    assert param_spec("m", ch)["enum"] == ["a", "b"]
+    assert param_spec("m", ch)["enum"] == ["a", "b", None]
     esc = Parameter(name="e", dtype_str="str", dtype=parse_dtype("str"), default="==literal")
     assert param_spec("e", esc)["default"] == "=literal"
     assert is_computed("=x") and is_computed(["{a}"]) and not is_computed("==x") and not is_computed(3)

@@ -52,22 +52,28 @@ def _resolve_operator_class(operator_class: Any) -> Any:
     a class (registered so that its path resolves to it even when it cannot be imported)."""
     if operator_class is None or isinstance(operator_class, str):
         return operator_class
-    from airflow_provider_stepcab.dag_factory.builder import class_path
-    from airflow_provider_stepcab.dag_factory.spec import register_class
+    from airflow_provider_stepcab.dag_factory.spec import class_path, register_class
 
     register_class(class_path(operator_class), operator_class)
     return operator_class
 
 
+def _compile(file: str, operator_class: Any) -> tuple:
+    """A cache miss: compile ``file`` (imports the recipe layer; see :mod:`.compile`)."""
+    from airflow_provider_stepcab.dag_factory.compile import compile_file
+
+    return compile_file(file, operator_class)
+
+
 def _build_file(file: str, operator_class: Any, wanted: Optional[str], dags: dict, origins: dict,
-                broken: dict) -> None:
+                broken: dict, outcome: dict) -> None:
+    """Materialise the DAGs of ``file`` into ``dags``; its errors go to ``broken[file]`` and
+    ``outcome[file] = (dag ids created, recipes whose DAG was not created)``. Warnings are not
+    logged here (a warm parse must not repeat them): :mod:`.compile` logs one line per compiled file."""
     from airflow_provider_stepcab.dag_factory.spec import file_spec, materialize, to_problems
 
-    fspec = file_spec(file, operator_class)
-    if fspec["warnings"]:
-        from airflow_provider_stepcab.dag_factory.errors import report_warnings
-
-        report_warnings(file, to_problems(fspec["warnings"]))
+    fspec = file_spec(file, operator_class, compiler=_compile)
+    created, failed = outcome.setdefault(file, ([], []))
     if fspec["errors"] and not fspec["dags"]:
         broken.setdefault(file, []).extend(to_problems(fspec["errors"]))
     for entry in fspec["dags"]:
@@ -87,15 +93,13 @@ def _build_file(file: str, operator_class: Any, wanted: Optional[str], dags: dic
                 errors.append((*entry["loc"], entry["recipe"], f"cannot build the DAG: {exc}", "error",
                                "airflow-build"))
         if errors or dag is None:
+            failed.append(entry["recipe"])
             for p in to_problems(errors):
                 if p not in broken.setdefault(file, []):
                     broken[file].append(p)
             continue
-        if entry["warnings"]:
-            from airflow_provider_stepcab.dag_factory.errors import report_warnings
-
-            report_warnings(file, to_problems(entry["warnings"]))
         dags[dag_id] = dag
+        created.append(dag_id)
         origins[dag_id] = (file, entry["recipe"])
 
 
@@ -131,19 +135,20 @@ def build_dags(globals_dict: Optional[dict] = None, *, folders: Optional[Iterabl
     dags: dict = {}
     origins: dict = {}
     broken: dict = {}
+    outcome: dict = {}
     if wanted is not None:  # running one task: load only files that can produce that dag_id
         from airflow_provider_stepcab.dag_factory.naming import dag_id_may_come_from
 
         for path in [p for p in paths if dag_id_may_come_from(wanted, p)]:
-            _build_file(path, op_class, wanted, dags, origins, broken)
+            _build_file(path, op_class, wanted, dags, origins, broken, outcome)
         if wanted not in dags:  # an opts.airflow.dag_id override: fall back to everything
             for path in paths:
-                _build_file(path, op_class, wanted, dags, origins, broken)
+                _build_file(path, op_class, wanted, dags, origins, broken, outcome)
                 if wanted in dags:
                     break
     else:
         for path in paths:
-            _build_file(path, op_class, None, dags, origins, broken)
+            _build_file(path, op_class, None, dags, origins, broken, outcome)
     if globals_dict is not None:
         globals_dict.update(dags)
     if broken:
@@ -153,7 +158,7 @@ def build_dags(globals_dict: Optional[dict] = None, *, folders: Optional[Iterabl
         )
 
         if on_error == "raise":
-            raise_broken(broken)
-        report_broken(broken, loader_file=loader_file)
+            raise_broken(broken, outcome)
+        report_broken(broken, loader_file=loader_file, outcome=outcome)
     log.debug("stepcab: %d DAG(s) from %d recipe file(s)", len(dags), len(paths))
     return dags

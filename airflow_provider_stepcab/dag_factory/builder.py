@@ -31,6 +31,7 @@ from airflow_provider_stepcab.dag_factory.dataflow import infer_dependencies
 from airflow_provider_stepcab.dag_factory.naming import MAX_ID_LENGTH, id_collisions, sanitize_id, task_id_for
 from airflow_provider_stepcab.dag_factory.params import FORM_HIDDEN_CATEGORIES, param_specs
 from airflow_provider_stepcab.dag_factory.settings import AirflowSettings
+from airflow_provider_stepcab.dag_factory.spec import class_path
 from airflow_provider_stepcab.recipe.errors import Problems
 from airflow_provider_stepcab.recipe.model import UNSET
 
@@ -71,10 +72,17 @@ def check_structure(recipe: Any, problems: Problems, prefix: tuple = (), in_loop
 
 
 def doc_md(recipe: Any, recipe_file: str, settings: AirflowSettings) -> str:
-    """Markdown for the DAG page: recipe info, extra ``doc_md``, inputs/outputs tables, steps."""
+    """Markdown for the DAG page: recipe info, extra ``doc_md``, inputs/outputs tables, steps.
+
+    The inputs' "required" column says ``yes`` for the inputs a run needs a value for (as the
+    trigger form, :mod:`.params`), ``filled by the recipe`` for required ones the recipe assigns.
+    """
+    from airflow_provider_stepcab.recipe.requirements import required_unset
+
     def cell(v: Any) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
 
+    needed = {name for name, _ in required_unset(recipe)}
     out = [f"# {recipe.name}", "", recipe.info.strip() or "(no info)", ""]
     if settings.doc_md:
         out += [settings.doc_md.strip(), ""]
@@ -85,13 +93,13 @@ def doc_md(recipe: Any, recipe_file: str, settings: AirflowSettings) -> str:
         out += [f"## {title}", "", "| name | type | default | required | description |", "|---|---|---|---|---|"]
         hidden = 0
         for name, p in schema.items():
-            if p.category in FORM_HIDDEN_CATEGORIES and not p.required:
+            if p.category in FORM_HIDDEN_CATEGORIES and name not in needed:
                 hidden += 1  # e.g. the auto-aliased step.param inputs (see params.py)
                 continue
             default = recipe.defaults.get(name, p.default)
             default = "" if default is UNSET else f"`{cell(default)}`"
-            out.append(f"| `{cell(name)}` | `{cell(p.dtype_str)}` | {default} | {'yes' if p.required else ''} "
-                       f"| {cell(p.info)} |")
+            required = "yes" if name in needed else ("filled by the recipe" if p.required and not default else "")
+            out.append(f"| `{cell(name)}` | `{cell(p.dtype_str)}` | {default} | {required} | {cell(p.info)} |")
         if hidden:
             out += ["", f"{hidden} more optional {title.lower()} (Obscure/Hidden, e.g. `step.param` aliases "
                         "of unset step parameters) are left out; inputs can be set through the run conf."]
@@ -120,13 +128,6 @@ def _task_settings(settings: AirflowSettings, path: tuple) -> dict:
 
 #: retries of a Slurm step when the recipe sets none (see _Compiler.task)
 DEFERRED_DEFAULT_RETRIES = 1
-
-
-def class_path(cls: Any) -> str:
-    """``"module:Class"`` of an operator class (or the dotted path given as a string)."""
-    if isinstance(cls, str):
-        return cls
-    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def _has_file_outputs(step: Any) -> bool:

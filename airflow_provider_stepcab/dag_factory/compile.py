@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 from typing import Any, Iterable, Iterator, Optional
+
+log = logging.getLogger("airflow_provider_stepcab.dag_factory")
 
 
 def _tuple(p: Any) -> tuple:
@@ -52,24 +55,40 @@ def _owner(key: str, names: Iterable[str]) -> Optional[str]:
     return head if head in set(names) else None
 
 
+def _used_recipes(recipe: Any, out: Optional[set] = None) -> set:
+    """Names of the lib recipes ``recipe``'s steps refer to, at any depth."""
+    out = set() if out is None else out
+    for step in getattr(recipe, "steps", {}).values():
+        if step.recipe_name:
+            out.add(step.recipe_name)
+        if step.recipe is not None:
+            _used_recipes(step.recipe, out)
+    return out
+
+
 def choose_recipes(result: Any) -> tuple[list[RecipeChoice], list]:
     """Split a :class:`~..recipe.api.FileResult` into recipes to build and file-level errors.
 
+    The recipes are :attr:`~..recipe.api.FileResult.names` (the file's ``DEFAULT``, else its own
+    runnable recipes: :func:`~..recipe.api.file_recipe_names`). An error keyed by one of the
+    file's recipes (``sub.steps.s.cab``) breaks the DAGs of that recipe and of the recipes using
+    it as a step; any other error (YAML, includes, cabs, ``opts``) breaks every DAG of the file.
+
     :return: ``(choices, file_errors)``; a choice with ``errors`` is broken (file-level errors are
         copied into every choice). When the file has errors but no recipe could even be named,
-        ``choices`` is empty and ``file_errors`` is not.
+        ``choices`` is empty and ``file_errors`` is not; a library or fragment gives neither.
     """
-    config = getattr(result, "config", None)
-    names = list(getattr(config, "recipe_names", None) or []) or list(result.recipes)
+    names = list(getattr(result, "names", None) or [])
+    known = list(dict.fromkeys(names + list(result.recipes)))
     default = getattr(result, "default", None)
     errors = list(result.problems.errors)
-    file_errors = [p for p in errors if _owner(p.key, names) is None]
-    chosen = [default] if default else names
+    file_errors = [p for p in errors if _owner(p.key, known) is None]
     choices = []
-    for name in chosen:
-        own = [p for p in errors if _owner(p.key, names) == name]
+    for name in names:
         recipe = result.recipes.get(name)
-        choice = RecipeChoice(result.file, name, recipe, config, bool(default), file_errors + own)
+        mine = {name} | (_used_recipes(recipe) if recipe is not None else set())
+        own = [p for p in errors if _owner(p.key, known) in mine]
+        choice = RecipeChoice(result.file, name, recipe, result.config, bool(default), file_errors + own)
         if recipe is None and not choice.errors:
             from airflow_provider_stepcab.recipe.errors import Loc, Problem
 
@@ -118,7 +137,9 @@ def _compile_file(file: str, operator_class: Any) -> tuple[dict, list[str], bool
         out["errors"].append((file, 0, "", f"internal error while loading: {exc!r}", "error", "internal"))
         return out, [file], False
     choices, file_errors = choose_recipes(result)
-    out["warnings"] = [_tuple(p) for p in result.problems.warnings]
+    file_warnings = list(result.problems.warnings)
+    out["warnings"] = [_tuple(p) for p in file_warnings]
+    every_recipe = list(getattr(result.config, "recipe_names", None) or []) + [c.name for c in choices]
     if file_errors and not choices:
         out["errors"] = [_tuple(p) for p in file_errors]
     tree = getattr(result.config, "tree", None)
@@ -138,13 +159,46 @@ def _compile_file(file: str, operator_class: Any) -> tuple[dict, list[str], bool
             except Exception as exc:  # noqa: BLE001
                 problems.error(loc, choice.name, f"cannot build the DAG: {exc}", "airflow-build")
                 cacheable = False
+        own_warnings = [p for p in problems.warnings if p not in file_warnings]
+        if spec is not None and not problems.errors:
+            mine = [p for p in file_warnings if _owner(p.key, every_recipe) in (None, choice.name)]
+            spec["dag_kwargs"]["doc_md"] += warnings_md(mine + own_warnings, file)
         out["dags"].append({
             "dag_id": dag_id, "recipe": choice.name, "loc": (str(loc.file), int(loc.line or 0)),
             "spec": None if problems.errors else spec,
             "errors": [_tuple(p) for p in problems.errors],
-            "warnings": [_tuple(p) for p in problems.warnings if p not in result.problems.warnings],
+            "warnings": [_tuple(p) for p in own_warnings],
         })
+    _log_summary(file, out, result)
     return out, files_read(result), cacheable
+
+
+def _log_summary(file: str, out: dict, result: Any) -> None:
+    """One log line per compiled file (a cold parse): its warnings are listed in the DAG docs and by
+    ``stepcab validate``, never line by line at every parse."""
+    warnings = out["warnings"] + [w for entry in out["dags"] for w in entry["warnings"]]
+    if warnings:
+        first = warnings[0]
+        log.warning("stepcab: %s: %d warning(s), listed in the docs of its DAG(s) and by `stepcab validate %s`; "
+                    "first: %s:%s: %s: %s", file, len(warnings), file, first[0], first[1], first[2], first[3])
+    if not out["dags"] and not out["errors"]:
+        log.debug("stepcab: %s has no recipe of its own (a library or include fragment): no DAG", file)
+
+
+#: at most this many warnings are listed in a DAG's docs
+MAX_DOC_WARNINGS = 100
+
+
+def warnings_md(problems: list, file: str) -> str:
+    """The "Warnings" section of a DAG's ``doc_md`` (empty without warnings)."""
+    if not problems:
+        return ""
+    intro = f"{len(problems)} warning(s) while loading `{file}` (also listed by `stepcab validate`):"
+    lines = ["", "## Warnings", "", intro, ""]
+    lines += [f"- `{str(p).replace('`', chr(39))}`" for p in problems[:MAX_DOC_WARNINGS]]
+    if len(problems) > MAX_DOC_WARNINGS:
+        lines.append(f"- ... and {len(problems) - MAX_DOC_WARNINGS} more")
+    return "\n".join(lines) + "\n"
 
 
 def build_recipe_dag(recipe_file: str, recipe_name: str) -> Any:
@@ -165,8 +219,9 @@ def build_recipe_dag(recipe_file: str, recipe_name: str) -> Any:
 
     result = load_recipe_result(recipe_file, recipe_name)
     problems = result.problems
+    outcome = {recipe_file: ([], [recipe_name])}
     if result.recipe is None or problems.errors:
-        raise_broken({recipe_file: list(problems.errors)})
+        raise_broken({recipe_file: list(problems.errors)}, outcome)
     tree = getattr(result.config, "tree", None) or {}
     settings = parse_settings(airflow_section(tree), recipe_name, problems)
     is_default = getattr(result.config, "default", None) == recipe_name
@@ -174,5 +229,5 @@ def build_recipe_dag(recipe_file: str, recipe_name: str) -> Any:
     dag = build_dag(dag_id=dag_id, recipe=result.recipe, recipe_file=recipe_file, settings=settings,
                     operator_class=None, problems=problems, config_tree=tree)
     if dag is None:
-        raise_broken({recipe_file: list(problems.errors)})
+        raise_broken({recipe_file: list(problems.errors)}, outcome)
     return dag

@@ -35,7 +35,9 @@ shows up in the UI and in ``airflow dags list-import-errors`` under its own path
 When no ``DagImportResult`` is on the stack (the loader is imported by something other than
 Airflow's importer, or a future Airflow changed it) the problems are only logged and issued as
 warnings located at the recipe file and line (Airflow shows captured warnings per file).
-Every broken file is always logged at ERROR level, and warnings of good files at WARNING level.
+Every broken file is always logged at ERROR level, at every parse (Airflow needs the import error
+each time). Warnings are not: they are part of the file's report (the DAG's docs, ``stepcab
+validate``) and of one log line when the file is compiled (:mod:`.compile`), never of a warm parse.
 """
 
 from __future__ import annotations
@@ -57,11 +59,31 @@ class StepcabRecipeWarning(UserWarning):
     """A recipe problem reported as a Python warning (located at the recipe file and line)."""
 
 
-def format_problems(file: str, problems: Iterable[Any], *, header: Optional[str] = None) -> str:
-    """Render the problems of ``file`` as the text shown in Airflow's import error."""
+def headline(file: str, outcome: Optional[tuple] = None) -> str:
+    """The first line of ``file``'s import error; true to what happened to its DAGs.
+
+    :param outcome: ``(dag ids created, recipes whose DAG was not created)`` for the file.
+    """
+    created, failed = ([], []) if outcome is None else outcome
+    created, failed = list(dict.fromkeys(created)), list(dict.fromkeys(failed))
+    if created and failed:
+        return (f"stepcab: recipe file {file}: the DAG(s) of recipe(s) {', '.join(failed)} were not created "
+                f"(created: {', '.join(created)}):")
+    if len(failed) == 1:
+        return f"stepcab: recipe file {file} is broken; the DAG of recipe {failed[0]} was not created:"
+    if failed:
+        return f"stepcab: recipe file {file} is broken; its DAGs ({', '.join(failed)}) were not created:"
+    return f"stepcab: recipe file {file} is broken; no DAG was created from it:"
+
+
+def format_problems(file: str, problems: Iterable[Any], *, header: Optional[str] = None,
+                    outcome: Optional[tuple] = None) -> str:
+    """Render the problems of ``file`` as the text shown in Airflow's import error.
+
+    :param outcome: see :func:`headline` (used when no ``header`` is given).
+    """
     lines = [str(p) for p in problems]
-    head = header or f"stepcab: recipe file {file} is broken; its DAGs were not created:"
-    return "\n".join([head, *lines])
+    return "\n".join([header or headline(file, outcome), *lines])
 
 
 def _import_result_on_stack() -> Any:
@@ -97,18 +119,20 @@ def error_key(recipe_file: str, result: Any, loader_file: Optional[str]) -> str:
     return os.path.relpath(recipe_file, root) if inside else recipe_file
 
 
-def report_broken(broken: dict[str, list], *, loader_file: Optional[str] = None) -> bool:
+def report_broken(broken: dict[str, list], *, loader_file: Optional[str] = None,
+                  outcome: Optional[dict] = None) -> bool:
     """Publish broken recipe files as import errors of their own path (see the module docstring).
 
     :param broken: recipe file → its error problems (objects with ``loc``/``key``/``message``).
     :param loader_file: absolute path of the loader ``.py`` (``globals()["__file__"]``).
+    :param outcome: recipe file → ``(dag ids created, recipes not created)`` (see :func:`headline`).
     :return: True when the errors reached Airflow's import result, False when only logged/warned.
     """
     if not broken:
         return True
     result = _import_result_on_stack()
     for file, problems in broken.items():
-        text = format_problems(file, problems)
+        text = format_problems(file, problems, outcome=(outcome or {}).get(file))
         log.error("%s", text)
         if result is None:
             first = problems[0] if problems else None
@@ -126,13 +150,8 @@ def report_broken(broken: dict[str, list], *, loader_file: Optional[str] = None)
     return result is not None
 
 
-def report_warnings(file: str, problems: list) -> None:
-    """Log the warnings of a (usable) recipe file."""
-    for p in problems:
-        log.warning("stepcab: %s", p)
-
-
-def raise_broken(broken: dict[str, list]) -> None:
+def raise_broken(broken: dict[str, list], outcome: Optional[dict] = None) -> None:
     """Raise one :class:`RecipeImportError` listing every broken file (``on_error="raise"``)."""
     if broken:
-        raise RecipeImportError("\n\n".join(format_problems(f, ps) for f, ps in broken.items()))
+        raise RecipeImportError("\n\n".join(format_problems(f, ps, outcome=(outcome or {}).get(f))
+                                            for f, ps in broken.items()))

@@ -3,20 +3,31 @@
 **Recipe inputs.** Every input of the top recipe that a user may set (not ``implicit``) becomes a
 ``Param`` keyed by the input's name (dotted names of nested sections included), except optional
 inputs of category ``Obscure``/``Hidden`` (:data:`FORM_HIDDEN_CATEGORIES`): those include Stimela's
-auto-aliases of every unset step parameter (``step.param``), about ten per step, which would make
-the form unusable and the DAG quadratic to build and serialise in the number of steps. They stay
-settable through the run conf (``{"step.param": value}`` or ``steps.<step>.params``), which the
-operators validate against the recipe, not against the DAG params. Required inputs always get a
-``Param``.
+auto-aliases of every unset optional step parameter (``step.param``), about ten per step, which
+would make the form unusable and the DAG quadratic to build and serialise in the number of steps.
+They stay settable through the run conf (``{"step.param": value}`` or ``steps.<step>.params``),
+which the operators validate against the recipe, not against the DAG params.
 
-- JSON schema ``type``/``items``/... from ``dtype.json_schema()``;
-- ``enum`` from ``choices`` (``items.enum`` from ``element_choices`` for lists);
-- ``description`` from ``info``; ``title`` is the input name;
-- **default**: the recipe's ``defaults``/the parameter's ``default`` when it is a literal value;
-- an input with **no default** is *required* in the form when the recipe marks it ``required``; an
-  optional input without default gets the default ``None`` (``null`` is added to its type);
+**Required or not.** Airflow 3.3's trigger form marks a field required (red asterisk, trigger
+refused while empty) when its JSON schema has a ``type`` that does not include ``"null"``. So
+exactly the inputs a run cannot go without get a ``type`` without ``null`` and no default: the
+required inputs that nothing in the recipe sets
+(:func:`~airflow_provider_stepcab.recipe.requirements.required_unset`: no default, not assigned by
+``assign`` or any case of ``assign_based_on``), auto-aliased ``step.param`` ones included (shown
+whatever their category). Every other param allows ``null`` ("not given"):
+
+- an input with a literal **default** (the recipe's ``defaults`` or the parameter's own) shows it;
+  emptied, the recipe's default applies;
+- a required input that ``assign``/``assign_based_on`` fills (``dir_out`` set from ``obs``) has
+  the default ``None`` and says so in its description;
 - a default that is a formula (``=...``) or a ``{}`` substitution is evaluated at run time by the
-  operators, so the form shows ``None`` and the description says ``computed: =...``.
+  operators, so the form shows ``None`` and the description says ``computed: =...``;
+- an optional input without default gets ``None``;
+- the control params below (an empty ``select`` means every step).
+
+The schema: ``type``/``items``/... from ``dtype.json_schema()``; ``enum`` from ``choices``
+(``items.enum`` from ``element_choices`` for lists); ``description`` from ``info``; ``title`` is
+the input name.
 
 **Contract with the operators** (``operators/base.py``): a DAG param whose value is ``None`` means
 "not given: use the recipe's own default/formula or leave unset". Params go into ``context["params"]``
@@ -47,15 +58,15 @@ from airflow_provider_stepcab.recipe.yamlio import to_plain
 
 #: control params: name -> (default, JSON schema, description)
 CONTROL_PARAMS: dict[str, tuple[Any, dict, str]] = {
-    "select": ([], {"type": "array", "items": {"type": "string"}},
+    "select": ([], {"type": ["array", "null"], "items": {"type": "string"}},
                "Run only these steps (dotted step paths or globs, like stimela -s); empty: all."),
-    "skip_steps": ([], {"type": "array", "items": {"type": "string"}},
+    "skip_steps": ([], {"type": ["array", "null"], "items": {"type": "string"}},
                    "Skip these steps (dotted step paths or globs)."),
-    "tags": ([], {"type": "array", "items": {"type": "string"}},
+    "tags": ([], {"type": ["array", "null"], "items": {"type": "string"}},
              "Run only steps with one of these tags (like stimela -t); empty: all."),
-    "skip_tags": ([], {"type": "array", "items": {"type": "string"}},
+    "skip_tags": ([], {"type": ["array", "null"], "items": {"type": "string"}},
                   "Skip steps with one of these tags (like stimela --skip-tags)."),
-    "steps": ({}, {"type": "object"},
+    "steps": ({}, {"type": ["object", "null"]},
               'Per-step overrides: {"<step path|glob|*>": {"params": {...}, '
               '"backend": {"select": "native"}, "skip": true}}.'),
     "stepcab_workdir": (None, {"type": ["null", "string"]},
@@ -123,27 +134,35 @@ def _nullable(schema: dict) -> dict:
     return schema
 
 
-def param_spec(name: str, param: Parameter, recipe_default: Any = UNSET) -> dict:
+def param_spec(name: str, param: Parameter, recipe_default: Any = UNSET, *, needs_value: Optional[bool] = None,
+               assigned: bool = False) -> dict:
     """Keyword arguments for ``Param`` describing recipe input ``name`` (see the module docstring).
 
+    :param needs_value: the run cannot go without a value from the user (the input is in
+        :func:`~..recipe.requirements.required_unset`); default: ``param.required`` and no default.
+    :param assigned: the recipe's ``assign``/``assign_based_on`` gives the input a value.
     :return: ``{"default": ..., "description": ..., "title": ..., **schema}``; ``default`` is
-        absent when the input is required and has no literal default.
+        absent (and ``null`` not allowed) only when the input needs a value.
     """
     default = recipe_default if recipe_default is not UNSET else param.default
+    if needs_value is None:
+        needs_value = bool(param.required) and default is UNSET and not assigned
     schema = json_schema_for(param)
     description = (param.info or "").strip()
     spec: dict = {"title": name}
-    if default is not UNSET and default is not None and not is_computed(default):
+    if needs_value:
+        pass  # no default, no null: the trigger form requires a value
+    elif default is not UNSET and default is not None and not is_computed(default):
         spec["default"] = _literal(default)
-    elif default is not UNSET and is_computed(default):
-        spec["default"] = None
-        schema = _nullable(schema)
-        description = (description + " " if description else "") + f"(computed: {default})"
-    elif param.required:
-        pass  # no default: the trigger form requires a value
+        schema = _nullable(schema)  # left empty: the recipe's own default applies
     else:
         spec["default"] = None
         schema = _nullable(schema)
+        if default is not UNSET and is_computed(default):
+            description = (description + " " if description else "") + f"(computed: {default})"
+        elif assigned:
+            description = (description + " " if description else "") + \
+                "(set by the recipe's assign/assign_based_on when not given)"
     spec["description"] = description or None
     spec.update(schema)
     return spec
@@ -157,13 +176,23 @@ def param_specs(recipe: Any, problems: Optional[Problems] = None) -> list:
     :param recipe: a :class:`~airflow_provider_stepcab.recipe.model.Recipe`.
     :param problems: receives a warning when an input shadows a control param.
     """
+    from airflow_provider_stepcab.recipe.requirements import (
+        assigned_names,
+        required_unset,
+    )
+
     out: list = []
     names: set = set()
     defaults = getattr(recipe, "defaults", {}) or {}
+    needed = {name for name, _ in required_unset(recipe)}
+    assigned = assigned_names(recipe)
     for name, param in recipe.inputs.items():
-        if param.implicit is not UNSET or (param.category in FORM_HIDDEN_CATEGORIES and not param.required):
+        if param.implicit is not UNSET:
             continue
-        spec = param_spec(name, param, defaults.get(name, UNSET))
+        if name not in needed and param.category in FORM_HIDDEN_CATEGORIES:
+            continue
+        spec = param_spec(name, param, defaults.get(name, UNSET), needs_value=name in needed,
+                          assigned=name in assigned)
         description = spec.pop("description")
         has_default = "default" in spec
         default = spec.pop("default", None)

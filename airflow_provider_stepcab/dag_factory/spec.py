@@ -47,7 +47,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from airflow_provider_stepcab import diskcache
 
@@ -69,17 +69,24 @@ def _key(file: str, class_key: Optional[str]) -> tuple:
             os.environ.get("STIMELA_INCLUDE", ""), os.getcwd())
 
 
-def file_spec(file: str, operator_class: Any = None) -> dict:
+def class_path(cls: Any) -> str:
+    """``"module:Class"`` of an operator class (or the dotted path given as a string)."""
+    if isinstance(cls, str):
+        return cls
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def file_spec(file: str, operator_class: Any = None, *, compiler: Callable[[str, Any], tuple]) -> dict:
     """The file spec of ``file`` (module docstring): from memory, the disk cache, or compiled.
 
     :param operator_class: ``None`` (per-step choice), a ``"module:Class"`` path, or a class; a
         class that cannot be imported by its name (defined in a function) is never cached on disk.
+    :param compiler: ``compiler(file, operator_class) -> (file spec, files read, cacheable)`` for a
+        miss (:func:`.compile.compile_file`; passed in so that this module never imports it).
     """
     persist = True
     class_key = None
     if operator_class is not None:
-        from airflow_provider_stepcab.dag_factory.builder import class_path
-
         class_key = class_path(operator_class)
         persist = "<locals>" not in class_key
     key = _key(file, class_key)
@@ -89,9 +96,7 @@ def file_spec(file: str, operator_class: Any = None) -> dict:
         return hit[1]
     found, value, digests = diskcache.get(key) if persist else (False, None, {})
     if not found:
-        from airflow_provider_stepcab.dag_factory.compile import compile_file
-
-        value, files, cacheable = compile_file(file, operator_class)
+        value, files, cacheable = compiler(file, operator_class)
         digests = {f: diskcache.digest(f) for f in files}
         if not cacheable:
             return value

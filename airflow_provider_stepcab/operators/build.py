@@ -2,7 +2,7 @@
 
 Added by the DAG factory when the recipe file sets ``opts.airflow.build_images: true`` (task id
 ``stepcab_build_images``, upstream of every step task). It does what ``stepcab build`` does
-(:mod:`airflow_provider_stepcab.build_cli`, same code) for the DAG run at hand:
+(:mod:`airflow_provider_stepcab.runtime.image_builds`, the same code) for the DAG run at hand:
 
 * the recipe's inputs come from the run's DAG params / ``conf``; each step's backend is chosen from
   its merged backend settings, the DAG's parse-time preference (``opts.airflow.backend``) and the
@@ -56,7 +56,7 @@ class StepcabBuildImagesOperator(BaseOperator):
         :raises AirflowException: the recipe or the run's conf is invalid, a runtime is missing, or
             an image could not be built/pulled.
         """
-        from airflow_provider_stepcab.build_cli import build_images, collect_images, failed
+        from airflow_provider_stepcab.runtime.image_builds import build_images, collect_images, failed
         from airflow_provider_stepcab.operators.running import plain_params
         from airflow_provider_stepcab.operators.overrides import parse_overrides
         from airflow_provider_stepcab.operators.resolve import _selection

@@ -32,8 +32,11 @@ class FileResult:
     """Everything :func:`load_all` found in one file.
 
     :param file: the file path as given (absolute when it came from a folder).
-    :param recipes: recipe name → :class:`Recipe` for every buildable top-level recipe.
+    :param recipes: recipe name → :class:`Recipe`: the file's own runnable recipes
+        (:func:`own_recipe_names`) and its ``DEFAULT``, those that could be built.
     :param default: the file's ``DEFAULT`` recipe name, if any.
+    :param names: the recipes the file stands for as DAGs (:func:`file_recipe_names`), built or
+        not; empty for a library or fragment (cabs, ``lib``, ``assign`` blocks, step patches only).
     :param problems: load problems plus problems of every recipe in the file.
     :param config: the :class:`~.config.LoadedConfig`, ``None`` if loading failed outright.
     """
@@ -43,6 +46,7 @@ class FileResult:
     default: Optional[str] = None
     problems: Problems = field(default_factory=Problems)
     config: Any = None
+    names: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -139,44 +143,94 @@ def _config_files(config: Any, files: list[str]) -> list[str]:
 
 
 def recipe_names(config: Any) -> list[str]:
+    """Every top-level recipe key of the loaded files, in order, includes included (Stimela's list)."""
     return list(getattr(config, "recipe_names", None) or [])
 
 
-def file_recipe_names(config: Any) -> list[str]:
-    """Top-level recipes of a file, for :func:`load_all`. A file none of whose top-level keys has
-    ``steps`` is a library (cabs, parameter sections to include ...), not a recipe file: none."""
-    names = recipe_names(config)
-    lib = ((getattr(config, "tree", None) or {}).get("lib") or {}).get("recipes") or {}
-    if getattr(config, "default", None) or any(isinstance(lib.get(n), dict) and "steps" in lib[n] for n in names):
-        return names
-    return []
+def _lib_recipes(config: Any) -> dict:
+    return ((getattr(config, "tree", None) or {}).get("lib") or {}).get("recipes") or {}
 
 
-def choose_recipe(config: Any, name: Optional[str] = None) -> str:
-    """The recipe to run: ``name``, else ``DEFAULT``, else the only recipe (Stimela's rule).
+def _written_keys(path: str) -> set:
+    """Top-level keys written in ``path`` itself (before its ``_include``s are merged in)."""
+    from .config import parse_file
 
-    :raises RecipeError: when no single recipe can be chosen, listing the names.
+    tree, _ = parse_file(os.path.abspath(path))
+    return set(tree) if isinstance(tree, dict) else set()
+
+
+def is_runnable(node: Any) -> bool:
+    """True for a recipe section with at least one step naming a ``cab`` or a ``recipe``.
+
+    A section whose steps only carry ``params``/``info``/... (a step patch merged into a recipe by
+    ``_include_post``), or that has no steps (``assign`` blocks, parameter schemas), is a fragment.
+    """
+    steps = node.get("steps") if isinstance(node, dict) else None
+    return isinstance(steps, dict) and any(
+        isinstance(s, dict) and ("cab" in s or "recipe" in s) for s in steps.values())
+
+
+def own_recipe_names(config: Any, path: Optional[str] = None) -> list[str]:
+    """The runnable recipes a file defines itself: top-level keys written in ``path`` (not only
+    merged in from its ``_include``s) whose merged section has a step naming a cab or a recipe
+    (:func:`is_runnable`). A file without any (cabs, ``lib``, parameter schemas, ``assign``
+    blocks, step patches) is a library or an include fragment.
+
+    :param path: the file (without it every top-level recipe of the config counts as its own).
     """
     names = recipe_names(config)
-    lib = ((getattr(config, "tree", None) or {}).get("lib") or {}).get("recipes") or {}
-    where = Loc(", ".join(getattr(config, "files", None) or []) or "<none>", 0)
+    if not names:
+        return []
+    lib = _lib_recipes(config)
+    own = _written_keys(path) if path is not None else set(names)
+    return [n for n in names if n in own and is_runnable(lib.get(n))]
+
+
+def file_recipe_names(config: Any, path: Optional[str] = None) -> list[str]:
+    """The recipes a recipe *file* stands for in the DAG folder (see ``docs/dag-factory.md``,
+    "Which recipes, which ids"): ``[DEFAULT]`` when the file (or an include) sets one, else its
+    own runnable recipes (:func:`own_recipe_names`); ``[]`` for a library or fragment.
+    """
+    default = getattr(config, "default", None)
+    return [default] if default else own_recipe_names(config, path)
+
+
+def choose_recipe(loaded: Any, name: Optional[str] = None, *, last: bool = False,
+                  files: Optional[Sequence[str]] = None) -> str:
+    """The recipe to run from loaded files, by Stimela 2.1.4's rule (``stimela run``): ``name``
+    given on the command line, else ``DEFAULT`` unless ``last``, else with ``last`` (``-l``) the
+    last recipe of the files, else the only recipe.
+
+    :param loaded: a :class:`~.config.LoadedConfig`.
+    :param files: the files given (named in the error), default: the files the recipes came from.
+    :raises RecipeError: when no single recipe can be chosen; the message lists the recipes.
+    """
+    names = recipe_names(loaded)
+    lib = _lib_recipes(loaded)
+    given = list(files) if files is not None else list(dict.fromkeys(
+        (getattr(loaded, "recipe_file", None) or {}).values()))
+    where = Loc(", ".join(given) or "<command line>", 0)
+    listing = ", ".join(names) or "(none)"
     if name is not None:
         if name in lib:
             return name
-        raise RecipeError(Problem(where, name, f"recipe '{name}' not found; recipes are: "
-                                  f"{', '.join(names) or '(none)'}", code="unknown-recipe"))
-    default = getattr(config, "default", None)
-    if default:
+        raise RecipeError(Problem(where, name, f"recipe '{name}' not found; recipes are: {listing}",
+                                  code="unknown-recipe"))
+    default = getattr(loaded, "default", None)
+    if default and not last:
         if default in lib:
             return default
         raise RecipeError(Problem(where, "DEFAULT", f"DEFAULT recipe '{default}' not found; recipes are: "
-                                  f"{', '.join(names) or '(none)'}", code="unknown-recipe"))
+                                  f"{listing}", code="unknown-recipe"))
+    if last and names:
+        return names[-1]
     if len(names) == 1:
         return names[0]
     if not names:
-        raise RecipeError(Problem(where, "", "no recipes found", code="no-recipe"))
-    raise RecipeError(Problem(where, "", f"several recipes and no DEFAULT; choose one of: {', '.join(names)}",
-                              code="ambiguous-recipe"))
+        flag = "--last-recipe given, but " if last else ""
+        raise RecipeError(Problem(where, "", f"{flag}no recipes found", code="no-recipe"))
+    raise RecipeError(Problem(where, "", f"several recipes and no DEFAULT: name one (or use --last-recipe "
+                              f"for the last); recipes are: {listing}", code="ambiguous-recipe"))
 
 
 def _build_named(config: Any, names: Iterable[str], problems: Problems, strict: bool) -> dict:
@@ -198,20 +252,26 @@ def _build_named(config: Any, names: Iterable[str], problems: Problems, strict: 
 # --------------------------------------------------------------------------- public API
 
 def load_recipe_result(paths: PathArg, name: Optional[str] = None, *, strict: bool = False,
-                       include_dirs: Sequence[str] = ()) -> LoadResult:
-    """Load ``paths`` (merged in order) and build the chosen recipe; never raises for recipe
-    problems (they are in :attr:`LoadResult.problems`), but does for an unchoosable recipe."""
+                       include_dirs: Sequence[str] = (), last: bool = False) -> LoadResult:
+    """Load ``paths`` (merged in order) and build the recipe :func:`choose_recipe` picks; never
+    raises: recipe problems, and a recipe that cannot be chosen, are in :attr:`LoadResult.problems`
+    (then :attr:`LoadResult.recipe` is ``None``).
+
+    :param last: Stimela's ``-l``/``--last-recipe`` (see :func:`choose_recipe`).
+    """
     files = _as_list(paths)
-    key = ("recipe", tuple(os.path.abspath(f) for f in files), name, strict, tuple(include_dirs), _env_key())
+    key = ("recipe", tuple(os.path.abspath(f) for f in files), name, strict, tuple(include_dirs), last,
+           _env_key())
 
     def make() -> tuple[LoadResult, list[str]]:
         config = _load_config(files, strict, include_dirs)
         problems = Problems()
         problems.extend(getattr(config, "problems", None) or [])
         try:
-            chosen = choose_recipe(config, name)
+            chosen = choose_recipe(config, name, last=last, files=files)
         except RecipeError as exc:
-            problems.extend(exc.problems)
+            if not (problems.errors and not recipe_names(config)):  # a file that did not load says why
+                problems.extend(exc.problems)
             return LoadResult(None, config, problems, None), _config_files(config, files)
         recipe = _build_named(config, [chosen], problems, strict).get(chosen)
         return LoadResult(recipe, config, problems, chosen), _config_files(config, files)
@@ -220,16 +280,17 @@ def load_recipe_result(paths: PathArg, name: Optional[str] = None, *, strict: bo
 
 
 def load_recipe(paths: PathArg, name: Optional[str] = None, *, strict: bool = False,
-                include_dirs: Sequence[str] = ()) -> tuple[Recipe, Any]:
+                include_dirs: Sequence[str] = (), last: bool = False) -> tuple[Recipe, Any]:
     """Load recipe file(s) and build one recipe.
 
     :param paths: a file or a list of files, merged in order (like ``stimela run a.yml b.yml``).
-    :param name: the recipe to build; default: ``DEFAULT``, else the only recipe.
+    :param name: the recipe to build; default: see :func:`choose_recipe`.
+    :param last: Stimela's ``--last-recipe``.
     :param strict: keys Stimela would reject are errors (else warnings).
     :returns: ``(recipe, loaded_config)``.
     :raises RecipeError: with every error found (warnings never raise).
     """
-    result = load_recipe_result(paths, name, strict=strict, include_dirs=include_dirs)
+    result = load_recipe_result(paths, name, strict=strict, include_dirs=include_dirs, last=last)
     if result.problems.errors or result.recipe is None:
         raise RecipeError(result.problems.errors or [Problem(Loc(str(paths)), "", "no recipe")])
     return result.recipe, result.config
@@ -237,7 +298,7 @@ def load_recipe(paths: PathArg, name: Optional[str] = None, *, strict: bool = Fa
 
 def load_file(path: str, *, strict: bool = False, include_dirs: Sequence[str] = (),
               persist: bool = True) -> FileResult:
-    """Load one file and build every top-level recipe in it (see :func:`load_all`).
+    """Load one file and build its own recipes and its ``DEFAULT`` (see :class:`FileResult`, :func:`load_all`).
 
     :param persist: use the caches (the DAG factory caches its own, smaller result instead:
         :mod:`~airflow_provider_stepcab.dag_factory.spec`); ``False`` loads afresh and keeps nothing.
@@ -257,8 +318,10 @@ def load_file(path: str, *, strict: bool = False, include_dirs: Sequence[str] = 
         result.config = config
         result.default = getattr(config, "default", None)
         result.problems.extend(getattr(config, "problems", None) or [])
-        result.recipes = _build_named(config, file_recipe_names(config), result.problems, strict)
-        if result.default and result.default not in result.recipes and result.default not in recipe_names(config):
+        result.names = file_recipe_names(config, path)
+        checked = list(dict.fromkeys(own_recipe_names(config, path) + result.names))
+        result.recipes = _build_named(config, checked, result.problems, strict)
+        if result.default and result.default not in _lib_recipes(config):
             result.problems.error(Loc(path, 0), "DEFAULT", f"DEFAULT recipe '{result.default}' not found",
                                   "unknown-recipe")
         return result, _config_files(config, [path])
