@@ -121,7 +121,7 @@ def test_recipe_view_lists_steps_loop_and_blocks(loop_run):
     from airflow_provider_stepcab.ui.data import recipe_data
     from airflow_provider_stepcab.ui.render import recipe_page
 
-    loop_run  # the run put the DAG and its serialisation into the database
+    assert loop_run[0].state == "success"  # the run put the DAG and its serialisation into the database
     with create_session() as session:
         found = recipe_data(session, "loop")
     assert [s["path"] for s in found["steps"]] == ["fan-out", "fan-out.write", "fan-out.hash", "gather", "count"]

@@ -13,12 +13,23 @@ or a bearer token) whether they may read that DAG (and, for a step, its task ins
 XComs). Refused: 401 without a valid token, 403 without the permission.
 """
 
-from __future__ import annotations
-
+# no ``from __future__ import annotations``: FastAPI reads the routes' annotations (SessionDep,
+# imported inside create_app) at definition time
 from typing import Any
 
 #: where Airflow mounts the app (``fastapi_apps[].url_prefix``)
 URL_PREFIX = "/stepcab"
+
+
+def map_index_of(text: str) -> int:
+    """The map index in a view's URL: the UI leaves ``{MAP_INDEX}`` unfilled for an unmapped task
+    instance (-1)."""
+    try:
+        return int(text)
+    except ValueError:
+        if text.strip("{}") == "MAP_INDEX":
+            return -1
+        raise
 
 
 def create_app() -> Any:
@@ -39,9 +50,11 @@ def create_app() -> Any:
                    Depends(requires_access_dag("GET", DagAccessEntity.XCOM))]
     dag_access = [Depends(requires_access_dag("GET"))]
 
-    def _step(session: Any, dag_id: str, run_id: str, task_id: str, map_index: int) -> dict:
+    def _step(session: Any, dag_id: str, run_id: str, task_id: str, map_index: str) -> dict:
         try:
-            return D.step_data(session, dag_id, run_id, task_id, map_index)
+            return D.step_data(session, dag_id, run_id, task_id, map_index_of(map_index))
+        except ValueError:
+            raise HTTPException(404, f"map index {map_index!r} is not a number") from None
         except NotFound as exc:
             raise HTTPException(404, str(exc)) from None
 
@@ -52,18 +65,18 @@ def create_app() -> Any:
             raise HTTPException(404, str(exc)) from None
 
     @app.get("/api/step/{dag_id}/{run_id}/{task_id}/{map_index}", dependencies=step_access)
-    def step_json(dag_id: str, run_id: str, task_id: str, map_index: int, session: SessionDep) -> dict:
+    def step_json(dag_id: str, run_id: str, task_id: str, map_index: str, session: SessionDep) -> dict:
         """What the Step view shows, as JSON."""
         return _step(session, dag_id, run_id, task_id, map_index)
 
     @app.get("/step/{dag_id}/{run_id}/{task_id}/{map_index}", dependencies=step_access,
              response_class=HTMLResponse)
-    def step_view(dag_id: str, run_id: str, task_id: str, map_index: int, session: SessionDep) -> Any:
+    def step_view(dag_id: str, run_id: str, task_id: str, map_index: str, session: SessionDep) -> Any:
         """The Step view of a task instance."""
         try:
-            found = D.step_data(session, dag_id, run_id, task_id, map_index)
-        except NotFound as exc:
-            return HTMLResponse(H.error_page(404, str(exc)), status_code=404)
+            found = _step(session, dag_id, run_id, task_id, map_index)
+        except HTTPException as exc:
+            return HTMLResponse(H.error_page(exc.status_code, str(exc.detail)), status_code=exc.status_code)
         return HTMLResponse(H.step_page(found, prefix=URL_PREFIX))
 
     @app.get("/api/recipe/{dag_id}", dependencies=dag_access)
@@ -75,9 +88,9 @@ def create_app() -> Any:
     def recipe_view(dag_id: str, session: SessionDep) -> Any:
         """The Recipe view of a DAG."""
         try:
-            found = D.recipe_data(session, dag_id)
-        except NotFound as exc:
-            return HTMLResponse(H.error_page(404, str(exc)), status_code=404)
+            found = _recipe(session, dag_id)
+        except HTTPException as exc:
+            return HTMLResponse(H.error_page(exc.status_code, str(exc.detail)), status_code=exc.status_code)
         return HTMLResponse(H.recipe_page(found))
 
     return app
