@@ -28,6 +28,7 @@ import fnmatch
 from typing import Any, Optional
 
 from airflow_provider_stepcab.dag_factory.dataflow import infer_dependencies
+from airflow_provider_stepcab.dag_factory.loops import map_index_template
 from airflow_provider_stepcab.dag_factory.naming import MAX_ID_LENGTH, id_collisions, sanitize_id, task_id_for
 from airflow_provider_stepcab.dag_factory.params import FORM_HIDDEN_CATEGORIES, param_specs
 from airflow_provider_stepcab.dag_factory.settings import AirflowSettings
@@ -162,6 +163,7 @@ class _Compiler:
         kwargs.update(_task_settings(self.settings, path))
         if in_loop:
             kwargs["max_active_tis_per_dagrun"] = scatter
+            kwargs.setdefault("map_index_template", map_index_template(self.loop_var))
         if not _has_file_outputs(step):
             kwargs["asset_outputs"] = False
         cls, mechanism = self._class_for(chain, step)
@@ -198,6 +200,7 @@ class _Compiler:
     def loop(self, recipe: Any, path: tuple, group_id: str, *, prefix_group_id: bool, chain: tuple = ()) -> dict:
         """A mapped TaskGroup over ``recipe.for_loop``."""
         loop = recipe.for_loop
+        self.loop_var = loop.var  # loops do not nest (check_structure)
         scatter = 1 if loop.scatter in (0, 1, None) else (None if loop.scatter < 0 else int(loop.scatter))
         node: dict = {"k": "loop", "id": group_id, "prefix": prefix_group_id, "tooltip": recipe.info or "",
                       "values": None, "values_task": None}

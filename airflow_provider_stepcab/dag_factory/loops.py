@@ -10,6 +10,10 @@ The value is resolved like the operators resolve step params (``operators/resolv
 params/conf give the top recipe's params, defaults and ``assign`` fill in, and each level's step
 params (formulas included, ``previous``/``steps.X`` read from earlier steps' XCom) give the next
 level's params. A scalar result becomes a one-element list.
+
+Each mapped instance is named by its loop value in the UI (``map_index_template``, rendered by
+Airflow once the task's ``loop_value`` is resolved): ``scan=4``, ``band=L``
+(:func:`map_index_template`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,15 @@ from typing import Any, Sequence
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
+
+
+#: longest loop value shown in an instance's name (Airflow stores at most 250 characters)
+MAX_NAME_VALUE = 200
+
+
+def map_index_template(var: str) -> str:
+    """The ``map_index_template`` of a task inside a mapped loop over ``var``: ``<var>=<value>``."""
+    return f"{var}={{{{ task.loop_value | string | truncate({MAX_NAME_VALUE}) }}}}"
 
 
 def loop_values(recipe: Any, loaded: Any, step_path: Sequence[str], recipe_params: dict, overrides: Any,

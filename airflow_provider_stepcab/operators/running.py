@@ -35,6 +35,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from airflow_provider_stepcab.operators import resolve as R
 from airflow_provider_stepcab.operators.base import BACKEND_RUNNERS, LOCAL_RUNNERS, XCOM_PARAMS_KEY
 from airflow_provider_stepcab.recipe.errors import FormulaError, RecipeError
+from airflow_provider_stepcab.ui.capture import push_step_record
 
 
 def _installed(executable: Optional[str]) -> bool:
@@ -143,6 +144,7 @@ def resolve_or_skip(op: Any, context: Any, *, finishing: bool = False) -> R.Reso
         raise AirflowException(f"step {'.'.join(op.step_path)}: {exc}") from None
     if step.skip_reason and not finishing:
         push_params(context["ti"], step.params)
+        push_step_record(op, step, context)
         op.log.info("skipping step %s: %s", step.fqname, step.skip_reason)
         raise AirflowSkipException(f"step {step.fqname}: {step.skip_reason}")
     return step
@@ -152,6 +154,7 @@ def finish_step(op: Any, step: R.ResolvedStep, result: Any, context: Any) -> Opt
     """Every mechanism's epilogue, given its ``RunResult``: merge parsed outputs, fail with the
     reason and the last output lines, check/finalise outputs, push the ``stepcab_params`` XCom and
     emit file outputs as Assets. Returns the outputs (``None`` for a cab without outputs)."""
+    push_step_record(op, step, context)
     if result.outputs:
         step.params.update(result.outputs)
     if not result.success:
