@@ -27,6 +27,8 @@ import json
 import sys
 from typing import Any, Optional, Sequence
 
+from .schema_table import format_schema  # noqa: E402,F401 - `stepcab doc` prints it
+
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 
 
@@ -164,36 +166,6 @@ def _plan_script(args: argparse.Namespace, result: Any, params: dict) -> int:
 
 
 # --------------------------------------------------------------------------- doc
-
-def _default_text(p: Any) -> str:
-    from .recipe.model import UNSET
-    if p.default is not UNSET:
-        return json.dumps(p.default) if not isinstance(p.default, str) else p.default
-    if p.implicit is not UNSET and p.implicit is not None:
-        return f"(implicit) {p.implicit}"
-    return ""
-
-
-def format_schema(title: str, info: str, sections: Sequence[tuple[str, dict]]) -> str:
-    """A ``stimela doc``-like table: name, dtype, required, default, info."""
-    lines = [title]
-    if info:
-        lines.append(f"  {info.strip()}")
-    for header, schema in sections:
-        lines.append("")
-        lines.append(f"{header}:")
-        if not schema:
-            lines.append("  (none)")
-            continue
-        rows = [("name", "dtype", "required", "default", "info")]
-        for name, p in schema.items():
-            rows.append((name, str(p.dtype_str), "yes" if p.required else "", _default_text(p),
-                         " ".join(str(p.info or "").split())))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        for r in rows:
-            lines.append("  " + "  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
-    return "\n".join(line.rstrip() for line in lines)
-
 
 def cmd_doc(args: argparse.Namespace) -> int:
     from .recipe.api import _load_config

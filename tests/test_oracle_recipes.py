@@ -211,6 +211,7 @@ def stepcab_run_calls(scratch: Path, spec: dict, *args: str) -> list:
     return layout.recorded(env_vars)
 
 
+@pytest.mark.airflow
 def test_patterns_through_stepcab_run(tmp_path):
     _corpus_or_fail()
     for name in sorted(p.name for p in PATTERNS.glob("*.yml")):
@@ -220,6 +221,7 @@ def test_patterns_through_stepcab_run(tmp_path):
         assert calls == [r[3].split(" ", 1) for r in rows], name
 
 
+@pytest.mark.airflow
 def test_ddf_mosaic_through_stepcab_run_as_stimela_runs_it(tmp_path):
     _corpus_or_fail()
     recipe_file = mosaic_copy(tmp_path / "recipes")

@@ -144,7 +144,7 @@ def test_recipe_choice_rules(tmp_path):
     one = write(tmp_path, "one.yml", "only:\n  steps:\n    s: {cab: {command: x}}\n")
     assert load_recipe(one)[0].name == "only"
     two = write(tmp_path, "two.yml", "a:\n  steps: {}\nb:\n  steps: {}\n")
-    with pytest.raises(RecipeError, match="choose one of: a, b"):
+    with pytest.raises(RecipeError, match="recipes are: a, b"):
         load_recipe(two)
     assert load_recipe(two, "b")[0].name == "b"
     with pytest.raises(RecipeError, match="recipe 'zz' not found"):

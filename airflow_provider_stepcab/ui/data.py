@@ -121,9 +121,10 @@ def recipe_file_of(session: Any, dag_id: str) -> tuple[str, Any]:
 
 
 def _dag_entry(file: str, dag_id: str) -> tuple[dict, dict]:
+    from airflow_provider_stepcab.dag_factory import _compile
     from airflow_provider_stepcab.dag_factory.spec import file_spec
 
-    spec = file_spec(file)
+    spec = file_spec(file, compiler=_compile)
     for entry in spec.get("dags") or []:
         if entry.get("dag_id") == dag_id:
             return spec, entry

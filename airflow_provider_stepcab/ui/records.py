@@ -107,7 +107,7 @@ def step_record(**fields: Any) -> dict:
 
 def cab_doc(cab: Any) -> str:
     """The cab's schema table exactly as ``stepcab doc <cab>`` prints it."""
-    from airflow_provider_stepcab.cli import format_schema
+    from airflow_provider_stepcab.schema_table import format_schema
 
     return format_schema(f"cab '{cab.name}' (command: {cab.command})", cab.info,
                          [("inputs", cab.inputs), ("outputs", cab.outputs)])
