@@ -15,6 +15,7 @@ import operator
 import os.path
 from typing import Any, Callable, Optional
 
+from .data import ConfValue
 from .errors import FormulaError
 from .formula_parser import (Binary, Call, Const, Empty, Expr, Index, Lookup, SelfRef, Str, Unary,
                              Unset)
@@ -164,8 +165,8 @@ class Evaluator:
                 missing.message += (" (note: '-' and '*' are part of a name in a lookup; write"
                                     " 'recipe.a - 1' with spaces to subtract or multiply)")
             return missing
-        if isinstance(value, str):
-            return self._string(value, nosubst)
+        if isinstance(value, str):  # a trigger-time value (ConfValue) is data: never substituted
+            return self._string(value, nosubst or isinstance(value, ConfValue))
         return value
 
     def _strict(self, node: Expr) -> Any:
