@@ -100,9 +100,9 @@ def _stringify(cab: Cab, name: str, value: Any, schema: Parameter, values: dict,
         return None
     if schema.dtype_str == "bool" and not value and pol("explicit_false") is None:
         return None
-    is_list = hasattr(value, "__iter__") and type(value) is not str
+    is_list = hasattr(value, "__iter__") and not isinstance(value, str)
     split = pol("split")
-    if type(value) is str and split:
+    if isinstance(value, str) and split:
         value = value.split(split or None)
         is_list = True
     try:

@@ -79,7 +79,7 @@ _SIMPLE: dict[str, tuple[int, Optional[int], Callable[..., Any]]] = {
     "MIN": (1, None, min),
     "MAX": (1, None, max),
     "GETITEM": (2, 2, lambda x, y: x[y]),
-    "IS_STR": (1, 1, lambda x: type(x) is str),
+    "IS_STR": (1, 1, lambda x: isinstance(x, str)),
     "IS_NUM": (1, 1, lambda x: isinstance(x, (bool, int, float, complex))),
 }
 
