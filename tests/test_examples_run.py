@@ -74,7 +74,8 @@ def test_step_param_and_backend_overrides_from_conf(examples, tmp_path, monkeypa
                       "count": {"backend": {"native": {"virtual_env": str(VENV)}}}}}
     run, states = run_dag(examples["text-pipeline"], tmp_path / "a", conf)
     assert run.state == "success", states
-    assert xcom(run, "report", "stepcab_params") == {"text": "custom demo"}
+    # a conf value is data: not substituted (docs/security.md)
+    assert xcom(run, "report", "stepcab_params") == {"text": "custom {recipe.prefix}"}
     assert xcom(run, "count") == {"nlines": 4}
     conf = {"steps": {"checksum": {"backend": {"select": "singularity"}}}}  # not available to native tasks
     run, states = run_dag(examples["text-pipeline"], tmp_path / "b", conf)
