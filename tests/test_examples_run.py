@@ -67,7 +67,8 @@ def test_text_pipeline_params_from_conf(examples, tmp_path):
     assert (tmp_path / "x-sorted.txt").read_text() == "a\nb\n"
 
 
-def test_step_param_and_backend_overrides_from_conf(examples, tmp_path):
+def test_step_param_and_backend_overrides_from_conf(examples, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__STEPCAB__TRIGGER_OVERRIDES_ALLOW", "backend.native.virtual_env")
     conf = {"steps": {"report": {"params": {"text": "custom {recipe.prefix}"}},
                       "*": {"backend": {"select": "native"}},
                       "count": {"backend": {"native": {"virtual_env": str(VENV)}}}}}

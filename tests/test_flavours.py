@@ -229,7 +229,7 @@ def test_binary_defers_to_plan_argv_and_venv_wraps(monkeypatch):
     cab = make_cab({"name": "b", "command": "wsclean", "inputs": {"ms": "MS"}})
     assert build_flavour_argv(cab, {"ms": "a.ms"}) == ["wsclean", "-name", "my image", "a.ms"]
     assert build_flavour_argv(cab, {"ms": "a.ms"}, virtual_env="/v env") == [
-        "/bin/bash", "-c", ". /v env/bin/activate && wsclean -name 'my image' a.ms"]
+        "/bin/bash", "-c", ". '/v env/bin/activate' && wsclean -name 'my image' a.ms"]
 
 
 def test_flavour_errors():

@@ -207,19 +207,27 @@ def test_env_cwd_and_python_flavour(hand, tmp_path):
     assert run.state == "success"
 
 
-def test_virtual_env_from_conf_backend_override(hand, tmp_path):
+def test_virtual_env_from_conf_only_when_the_deployer_allows_it(hand, tmp_path, monkeypatch):
     dag, _ = hand
     conf = {"steps": {"env": {"backend": {"native": {"virtual_env": str(VENV)}}}}}
+    run, states = run_dag(dag, tmp_path / "refused", conf)
+    assert states["env"] == "failed" and not (tmp_path / "refused" / "env.txt").exists()
+    assert ("conf.steps.env.backend.native.virtual_env: may only be set in recipe/cab files or the "
+            "Airflow config") in failure(tmp_path / "refused", "env")
+    monkeypatch.setenv("AIRFLOW__STEPCAB__TRIGGER_OVERRIDES_ALLOW", "backend.native.virtual_env")
     run, states = run_dag(dag, tmp_path, conf)
     assert states["env"] == "success", failure(tmp_path, "env")
-    assert f"venv={VENV} " in (tmp_path / "env.txt").read_text()
+    assert f"venv={VENV.resolve()} " in (tmp_path / "env.txt").read_text()  # activate names the real path
 
 
 def test_backend_not_available_from_conf(hand, tmp_path):
     dag, _ = hand
-    run, states = run_dag(dag, tmp_path, {"steps": {"where": {"backend": {"select": "kube"}}}})
+    run, states = run_dag(dag, tmp_path, {"steps": {"where": {"backend": {"select": "singularity"}}}})
     assert states["env"] == "success" and states["where"] == "failed"
-    assert "no usable backend (kube: not available" in failure(tmp_path, "where")
+    assert "no usable backend (singularity: not available" in failure(tmp_path, "where")
+    run, states = run_dag(dag, tmp_path / "kube", {"steps": {"where": {"backend": {"select": "kube"}}}})
+    assert states["env"] == "failed"  # kube is not among the backends the recipe allows: nothing runs
+    assert "'kube' not among the backends the files allow for step 'where'" in failure(tmp_path / "kube", "env")
 
 
 def test_nonzero_exit_fails_with_tail(hand, tmp_path):

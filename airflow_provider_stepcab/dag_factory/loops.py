@@ -88,7 +88,7 @@ class StepcabLoopValuesOperator(BaseOperator):
 
         recipe, loaded = load_recipe(self.recipe_file, self.recipe_name)
         conf = dict(getattr(context.get("dag_run"), "conf", None) or {})
-        overrides = parse_overrides(conf, recipe, plain_params(context.get("params")))
+        overrides = parse_overrides(conf, recipe, plain_params(context.get("params")), config_tree=loaded.tree)
         xcom = XComReader(self, context["ti"], -1)
         try:
             values = loop_values(recipe, loaded, self.step_path, overrides.recipe_params, overrides,

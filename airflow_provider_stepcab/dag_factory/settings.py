@@ -36,6 +36,8 @@ and override the file-wide ones. Every key is optional::
         recipes:
           other-recipe: {schedule: null, tags: [adhoc]}
         workdir: ...               # read by the operators (runtime/workdir.py), ignored here
+        trigger_limits: {time: "4:00:00", mem: 64G}   # caps on trigger-time resource overrides
+                                   # (operators/trigger_policy.py, docs/security.md), ignored here
 
 Unknown keys are warnings; values of the wrong type are errors (the recipe is then reported as
 broken, see :mod:`.errors`). No default ever skips backfilled runs (there is no ``latest_only``).
@@ -196,7 +198,7 @@ _PARSERS = {
 }
 _TASK_PARSERS = {"pool": _str, "queue": _str, "retries": _int, "retry_delay": parse_duration,
                  "execution_timeout": parse_duration, "priority_weight": _int}
-_IGNORED = ("workdir",)
+_IGNORED = ("workdir", "trigger_limits")  # read by the operators (runtime/workdir.py, operators/trigger_policy.py)
 
 
 def _apply(section: Any, key_path: str, out: AirflowSettings, problems: Problems, fallback: Loc) -> None:

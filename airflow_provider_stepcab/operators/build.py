@@ -72,7 +72,8 @@ class StepcabBuildImagesOperator(BaseOperator):
         dag_run = context.get("dag_run")
         conf = dict(getattr(dag_run, "conf", None) or {})
         try:
-            overrides = parse_overrides(conf, recipe, plain_params(context.get("params")))
+            overrides = parse_overrides(conf, recipe, plain_params(context.get("params")),
+                                        config_tree=getattr(result.config, "tree", None))
         except RecipeError as exc:
             raise AirflowException(f"recipe {self.recipe_name}: {exc}") from None
         pref = {"select": select_list(self.backend)} if self.backend else {}

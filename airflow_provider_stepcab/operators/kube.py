@@ -279,8 +279,9 @@ def container_argv(step: "R.ResolvedStep") -> list:
     cab = step.cab
     subst = lambda text: substitute(text, step.ns)  # noqa: E731
     if (cab.flavour.kind or "binary") == "binary":
-        cab = dataclasses.replace(cab, command=subst(cab.command),
-                                  args=[subst(a) if isinstance(a, str) else a for a in cab.args])
+        from airflow_provider_stepcab.plan.shellsubst import substituted_cab
+
+        cab = substituted_cab(cab, subst)
     return list(build_flavour_argv(cab, step.params, python="python3", substitute=subst, inline_yield=True))
 
 

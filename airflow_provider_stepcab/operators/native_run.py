@@ -4,7 +4,6 @@ environment and process (see :mod:`.native`); imported when a step runs natively
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from typing import Any
@@ -24,8 +23,9 @@ def native_argv(step: ResolvedStep) -> list:
     cab = step.cab
     subst = lambda text: substitute(text, step.ns)  # noqa: E731
     if (cab.flavour.kind or "binary") == "binary":
-        cab = dataclasses.replace(cab, command=subst(cab.command),
-                                  args=[subst(a) if isinstance(a, str) else a for a in cab.args])
+        from airflow_provider_stepcab.plan.shellsubst import substituted_cab
+
+        cab = substituted_cab(cab, subst)
     native = getattr(step.backend, "native", None)
     venv = getattr(native, "virtual_env", None) or None
     return list(build_flavour_argv(cab, step.params, python="python3" if venv else sys.executable,

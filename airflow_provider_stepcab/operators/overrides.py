@@ -1,14 +1,16 @@
-"""Trigger-time overrides from a DAG run's ``conf`` (and the DAG params).
+"""Trigger-time overrides from a DAG run's ``conf`` (and the DAG params), checked against the
+trigger-time policy (:mod:`.trigger_policy`, ``docs/security.md``).
 
 The conf shape, everything optional::
 
     {
       "<recipe input>": value,                  # also settable through the trigger form (DAG params)
-      "stepcab_workdir": "/path",               # see runtime/workdir.py
+      "stepcab_workdir": "/path",               # a literal absolute path (runtime/workdir.py)
       "steps": {
         "<step path>": {                        # "cal.flag" (labels from the top recipe), a glob, or "*"
           "params": {"<param>": value},         # replaces the value written in the recipe
-          "backend": {"select": "native", ...}, # merged over the step's backend settings
+          "backend": {"select": "native", ...}, # only what the policy allows: select among the
+                                                # backends the files allow, resource knobs within limits
           "skip": true                          # force-skip (false: force-run a skip: true step)
         }
       },
@@ -18,8 +20,18 @@ The conf shape, everything optional::
     }
 
 More specific keys win: ``"*"`` < globs < the exact path. A key that matches no step,
-a parameter unknown to the step, or an unknown top-level key fails the task with a
-message naming it (``conf.steps.cal.params.bogus: ...``).
+a parameter unknown to the step, a value of the wrong dtype, a backend setting the policy keeps
+for files, or an unknown top-level key fails the task with a message naming it
+(``conf.steps.cal.params.bogus: ...``). Every step task checks the whole conf before it does
+anything else, so a refused conf runs nothing.
+
+**Values from the conf and the form are data.** :func:`parse_overrides` wraps them with
+:func:`~..recipe.data.as_data` (strings become :class:`~..recipe.data.ConfValue`); the resolver
+must take such a value as it is: no ``=formula``, no ``{}`` substitution, no second substitution
+when a recipe string refers to it. :attr:`StepOverrides.from_conf` names the recipe inputs that
+came from there; every value in :meth:`StepOverrides.params_for` and
+:meth:`StepOverrides.backend_for` did. A recipe input the form left at the recipe's own default
+is the recipe's value as written (the file's, so trusted and evaluated as usual).
 """
 
 from __future__ import annotations
@@ -28,21 +40,15 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
+from airflow_provider_stepcab.operators.trigger_policy import (
+    PolicyViolation, TriggerPolicy, check_backend, check_param, check_workdir, recipe_limits)
+from airflow_provider_stepcab.recipe.data import ConfValue, as_data, is_data  # noqa: F401 - the resolver's contract
 from airflow_provider_stepcab.recipe.errors import RecipeError
 from airflow_provider_stepcab.runtime.workdir import WORKDIR_PARAM
 
 STEP_KEYS = ("params", "backend", "skip")
 LIST_KEYS = ("select", "skip_steps", "tags", "skip_tags")
 TOP_KEYS = ("steps", WORKDIR_PARAM) + LIST_KEYS
-
-
-def walk_steps(recipe: Any, prefix: tuple = ()) -> Iterator[tuple[tuple, Any]]:
-    """Yield ``(path, step)`` for every step of ``recipe``, sub-recipe steps included, in order."""
-    for label, step in recipe.steps.items():
-        path = prefix + (label,)
-        yield path, step
-        if step.recipe is not None:
-            yield from walk_steps(step.recipe, path)
 
 
 def _names(cargo: Any) -> set:
@@ -66,6 +72,8 @@ class StepOverrides:
     """Validated trigger-time overrides (see the module docstring)."""
 
     recipe_params: dict = field(default_factory=dict)
+    #: names in ``recipe_params`` whose values came from the conf or the form (data)
+    from_conf: set = field(default_factory=set)
     steps: dict = field(default_factory=dict)  # key -> {"params": {}, "backend": {}, "skip": bool}
     select: list = field(default_factory=list)
     skip_steps: list = field(default_factory=list)
@@ -121,11 +129,90 @@ class StepOverrides:
         return None
 
 
-def parse_overrides(conf: dict, recipe: Any, params: Optional[dict] = None) -> StepOverrides:
-    """Validate ``conf`` (and DAG ``params``) against ``recipe``.
+def _walk_chain(recipe: Any, prefix: tuple = (), chain: tuple = ()) -> Iterator[tuple[tuple, Any, tuple]]:
+    """``(path, step, recipe chain)`` of every step, sub-recipe steps included."""
+    chain = chain + (recipe,)
+    for label, step in recipe.steps.items():
+        yield prefix + (label,), step, chain
+        if step.recipe is not None:
+            yield from _walk_chain(step.recipe, prefix + (label,), chain)
 
-    :raises RecipeError: naming every bad key, e.g. ``conf.steps.nope: no step of recipe ... matches``.
+
+def _schema(cargo: Any, name: str) -> Any:
+    """The :class:`Parameter` behind ``name`` of ``cargo`` (``sub.param`` of a recipe included)."""
+    found = cargo.inputs.get(name) or cargo.outputs.get(name)
+    if found is None and getattr(cargo, "steps", None) and "." in name:
+        head, rest = name.split(".", 1)
+        step = cargo.steps.get(head)
+        return _schema(step.cargo, rest) if step is not None else None
+    return found
+
+
+_NO_DEFAULT = object()
+
+
+def _form_default(recipe: Any, name: str) -> Any:
+    """What the trigger form shows for input ``name`` when untouched (``dag_factory/params.py``)."""
+    from airflow_provider_stepcab.dag_factory.params import param_spec
+    from airflow_provider_stepcab.recipe.model import UNSET
+
+    param = recipe.inputs.get(name)
+    if param is None:
+        return _NO_DEFAULT
+    return param_spec(name, param, (recipe.defaults or {}).get(name, UNSET)).get("default", _NO_DEFAULT)
+
+
+def _recipe_value(recipe: Any, name: str, value: Any, key: str, errors: list) -> tuple[Any, bool]:
+    """``(value, from the user)`` of a trigger-time recipe input: the recipe's own default when the
+    form left it untouched (trusted: it is the file's), else the checked value as data."""
+    from airflow_provider_stepcab.recipe.model import UNSET
+
+    default = _form_default(recipe, name)
+    if default is not _NO_DEFAULT and default is not None and value == default:
+        param = recipe.inputs[name]
+        raw = (recipe.defaults or {}).get(name, param.default)
+        return (raw, False) if raw is not UNSET else (value, False)
+    checked, problems = check_param(key, _schema(recipe, name), value)
+    errors.extend(problems)
+    return as_data(checked), True
+
+
+def _allowed_backends(config_tree: Any, recipe: Any, matched: list) -> dict:
+    """``{dotted step path: backend names}`` the files allow for each matched cab step: its merged
+    ``select`` (config, recipes, cab, step) plus the DAG's ``opts.airflow.backend``."""
+    from airflow_provider_stepcab.dag_factory.settings import airflow_section, parse_settings
+    from airflow_provider_stepcab.recipe.backends import DEFAULT_SELECT, effective_backend, select_list
+    from airflow_provider_stepcab.recipe.errors import Problems
+
+    pref = parse_settings(airflow_section(config_tree or {}), recipe.name, Problems()).backend
+    out = {}
+    for path, step, chain in matched:
+        if step.cab is None:
+            continue
+        _, merged = effective_backend(config_tree or {}, chain, step.cab, step)
+        try:
+            names = select_list(merged.get("select", DEFAULT_SELECT))
+        except ValueError:
+            names = []
+        out[".".join(path)] = list(dict.fromkeys(names + (select_list(pref) if pref else [])))
+    return out
+
+
+def parse_overrides(conf: dict, recipe: Any, params: Optional[dict] = None, *, config_tree: Any = None,
+                    policy: Optional[TriggerPolicy] = None) -> StepOverrides:
+    """Validate ``conf`` (and DAG ``params``) against ``recipe`` and the trigger-time policy.
+
+    Every value that came from the conf or the form is checked (dtype, choices, limits) and
+    wrapped as data (:func:`~..recipe.data.as_data`), except recipe inputs the form left at the
+    recipe's own default (those stay the recipe's, as written).
+
+    :param config_tree: the recipe file's merged config (``opts.backend``, ``opts.airflow``): the
+        backends and limits the files allow. ``None``: the recipe's own layers only.
+    :param policy: the deployer's part (default: read from the Airflow config).
+    :raises RecipeError: naming every bad key, e.g. ``conf.steps.nope: no step of recipe ... matches``
+        or ``conf.steps.*.backend.native.virtual_env: may only be set in recipe/cab files ...``.
     """
+    policy = policy if policy is not None else TriggerPolicy.from_airflow_config()
     errors: list = []
     out = StepOverrides()
     conf, params = dict(conf or {}), dict(params or {})
@@ -135,7 +222,9 @@ def parse_overrides(conf: dict, recipe: Any, params: Optional[dict] = None) -> S
             if name in control or value is None:
                 continue
             if _accepts(recipe, name):
+                value, from_user = _recipe_value(recipe, name, value, f"conf.{name}", errors)
                 out.recipe_params[name] = value
+                (out.from_conf.add if from_user else out.from_conf.discard)(name)
             elif source is conf:
                 known = ", ".join(sorted(_names(recipe))) or "none"
                 errors.append(f"conf.{name}: not a parameter of recipe '{recipe.name}' "
@@ -151,34 +240,67 @@ def parse_overrides(conf: dict, recipe: Any, params: Optional[dict] = None) -> S
             errors.append(f"conf.{key}: expected a list of step paths/tags, got {value!r}")
             continue
         setattr(out, key, [str(v) for v in value])
-    all_steps = list(walk_steps(recipe))
+    if WORKDIR_PARAM in settings:
+        errors += check_workdir(f"conf.{WORKDIR_PARAM}", settings[WORKDIR_PARAM])
     steps = (settings.get("steps") or {}) if "steps" in control else {}
     if not isinstance(steps, dict):
         errors.append(f"conf.steps: expected a mapping of step path -> overrides, got {steps!r}")
         steps = {}
+    if steps:
+        _parse_steps(steps, recipe, out, errors, config_tree=config_tree, policy=policy)
+    if errors:
+        raise RecipeError(errors)
+    return out
+
+
+def _parse_steps(steps: dict, recipe: Any, out: StepOverrides, errors: list, *, config_tree: Any,
+                 policy: TriggerPolicy) -> None:
+    all_steps = list(_walk_chain(recipe))
+    limits: Optional[dict] = None
     for key, entry in steps.items():
         where = f"conf.steps.{key}"
-        matched = [(p, s) for p, s in all_steps
+        matched = [(p, s, c) for p, s, c in all_steps
                    if key == "*" or ".".join(p) == key or fnmatch.fnmatchcase(".".join(p), key)]
         if not matched:
-            known = ", ".join(".".join(p) for p, _ in all_steps)
+            known = ", ".join(".".join(p) for p, _, _ in all_steps)
             errors.append(f"{where}: no step of recipe '{recipe.name}' matches (steps: {known})")
             continue
         if not isinstance(entry, dict):
             errors.append(f"{where}: expected a mapping with keys {', '.join(STEP_KEYS)}")
             continue
+        clean: dict = {}
         for sub in entry:
             if sub not in STEP_KEYS:
                 errors.append(f"{where}.{sub}: unknown override (use one of {', '.join(STEP_KEYS)})")
-        for pname in entry.get("params") or {}:
-            if not any(_accepts(s.cargo, pname) for _, s in matched):
-                names = sorted(set().union(*(_names(s.cargo) for _, s in matched)))
+        given = entry.get("params") or {}
+        if not isinstance(given, dict):
+            errors.append(f"{where}.params: expected a mapping of parameter -> value")
+            given = {}
+        clean["params"] = {}
+        for pname, value in given.items():
+            schemas = [_schema(s.cargo, pname) for _, s, _ in matched if _accepts(s.cargo, pname)]
+            if not schemas:
+                names = sorted(set().union(*(_names(s.cargo) for _, s, _ in matched)))
                 errors.append(f"{where}.params.{pname}: no such parameter "
                               f"(parameters: {', '.join(names) or 'none'})")
+                continue
+            for schema in schemas:
+                value, problems = check_param(f"{where}.params.{pname}", schema, value)
+                errors.extend(problems)
+            clean["params"][pname] = as_data(value)
+        if "skip" in entry:
+            if not isinstance(entry["skip"], bool):
+                errors.append(f"{where}.skip: expected true or false, got {entry['skip']!r}")
+            clean["skip"] = bool(entry["skip"])
         backend = entry.get("backend")
-        if backend is not None and not isinstance(backend, (dict, str, list)):
-            errors.append(f"{where}.backend: expected a mapping like {{select: native}}")
-        out.steps[key] = entry
-    if errors:
-        raise RecipeError(errors)
-    return out
+        if backend is not None:
+            if limits is None:
+                try:
+                    limits = policy.limits_for(recipe_limits(config_tree))
+                except PolicyViolation as exc:
+                    errors.append(str(exc))
+                    limits = {}
+            errors += check_backend(f"{where}.backend", backend, policy=policy, limits=limits,
+                                    allowed_select=lambda m=matched: _allowed_backends(config_tree, recipe, m))
+            clean["backend"] = as_data(backend)
+        out.steps[key] = clean

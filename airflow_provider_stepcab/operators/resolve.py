@@ -18,6 +18,7 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from airflow_provider_stepcab.recipe.data import is_data
 from airflow_provider_stepcab.recipe.errors import FormulaError, Problems, RecipeError, UNKNOWN_LOC
 from airflow_provider_stepcab.recipe.model import UNSET
 from airflow_provider_stepcab.recipe.yamlio import to_plain
@@ -69,7 +70,7 @@ def plain(value: Any) -> Any:
 
 
 def _deferred(value: Any) -> bool:
-    return isinstance(value, str) and (value.startswith("=") or "{" in value)
+    return isinstance(value, str) and not is_data(value) and (value.startswith("=") or "{" in value)
 
 
 def config_namespace(tree: Any, run_values: Optional[dict] = None) -> dict:
@@ -142,7 +143,7 @@ def resolve_params(cargo: Any, raw: dict, ns: dict, *, where: str, tolerant: boo
         progressed, errors = False, {}
         for name, value in list(pending.items()):
             try:
-                values[name] = _evaluate(value, {**ns, "current": current})
+                values[name] = value if is_data(value) else _evaluate(value, {**ns, "current": current})
             except FormulaError as exc:
                 errors[name] = exc
                 continue

@@ -195,7 +195,7 @@ def resolve_step(op: Any, context: Any) -> R.ResolvedStep:
     dag_run = context.get("dag_run")
     conf = dict(getattr(dag_run, "conf", None) or {})
     params = plain_params(context.get("params"))
-    overrides = parse_overrides(conf, recipe, params)
+    overrides = parse_overrides(conf, recipe, params, config_tree=loaded.tree)
     ti = context["ti"]
     workdir = choose_workdir(
         dag_id=ti.dag_id, run_id=ti.run_id, recipe=op.recipe_name,

@@ -106,9 +106,9 @@ def _stringify(cab: Cab, name: str, value: Any, schema: Parameter, values: dict,
         return None
     if schema.dtype_str == "bool" and not value and pol("explicit_false") is None:
         return None
-    is_list = hasattr(value, "__iter__") and type(value) is not str
+    is_list = hasattr(value, "__iter__") and not isinstance(value, str)
     split = pol("split")
-    if type(value) is str and split:
+    if isinstance(value, str) and split:
         value = value.split(split or None)
         is_list = True
     try:
@@ -204,9 +204,13 @@ def build_argv(cab: Cab, params: dict, subst: Optional[Callable[[str], str]] = N
     """Full argv for a ``binary`` cab: ``shlex.split(command) + args + arguments``.
 
     :param params: resolved, validated values with defaults filled in (see :func:`fill_defaults`).
-    :param subst: optional ``{}``-substitution applied to ``command`` and each of ``args``.
+    :param subst: optional ``{}``-substitution applied to ``command`` and each of ``args`` (the
+        script of a ``sh -c`` command field by field, each value quoted: :mod:`.shellsubst`).
     :raises CommandLineError: for a missing required parameter, a list without a repeat policy ...
     """
-    command = subst(cab.command) if subst else cab.command
-    args = [subst(a) if subst else a for a in cab.args]
+    command, args = cab.command, list(cab.args)
+    if subst:  # a shell's script word gets its values quoted (plan/shellsubst.py)
+        from .shellsubst import substitute_command
+
+        command, args = substitute_command(command, args, subst)
     return shlex.split(command) + list(args) + build_arguments(cab, params)

@@ -238,8 +238,10 @@ def _casa_argv(cab, params, opts, *, substitute, casa_config):
 
 
 def venv_wrap(argv: list, virtual_env: str) -> list:
-    """Run ``argv`` with ``VENV/bin/activate`` sourced: ``/bin/bash -c ". VENV/bin/activate && ..."``."""
-    script = f". {os.path.expanduser(virtual_env)}/bin/activate && " + " ".join(shlex.quote(a) for a in argv)
+    """Run ``argv`` with ``VENV/bin/activate`` sourced: ``/bin/bash -c ". VENV/bin/activate && ..."``
+    (the path and every argument quoted: the shell sees them as words, never as commands)."""
+    activate = shlex.quote(os.path.expanduser(str(virtual_env)) + "/bin/activate")
+    script = f". {activate} && " + " ".join(shlex.quote(str(a)) for a in argv)
     return ["/bin/bash", "-c", script]
 
 

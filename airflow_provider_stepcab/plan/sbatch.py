@@ -93,12 +93,37 @@ def job_file(job_dir: str, name: str) -> str:
     return f"{job_dir.rstrip('/')}/{name}"
 
 
+#: characters that make sbatch read an ``#SBATCH`` value as more than one word (it splits the line
+#: at whitespace and reads quotes, backslashes and ``#``): such a value is written double-quoted
+_DIRECTIVE_SPECIAL = re.compile(r"[\s\"'\\#]")
+
+
+def directive_value(key: str, value: object) -> str:
+    """``value`` as the value of one ``#SBATCH`` option: as it is when plain, else double-quoted
+    with ``\\`` and ``"`` escaped (sbatch reads that back as one value, so a space cannot add an
+    option of its own). Control characters are refused: a newline would end the ``#`` line and
+    run the rest in the job's shell.
+
+    :raises ValueError: naming ``key``.
+    """
+    text = str(value)
+    if not text.isprintable():
+        bad = next(c for c in text if not c.isprintable())
+        what = "a newline" if bad == "\n" else repr(bad)
+        raise ValueError(f"sbatch option {key!r}: value {text!r} has {what} (control characters cannot "
+                         "go into an #SBATCH line)")
+    if not _DIRECTIVE_SPECIAL.search(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def sbatch_directives(spec: SlurmJobSpec) -> list[str]:
     """The ``#SBATCH`` lines: ours first (name, output files), then the user's options."""
+    where = "output/error (backend.slurm.remote_dir)"
     lines = [
-        f"#SBATCH --job-name={spec.job_name}",
-        f"#SBATCH --output={job_file(spec.job_dir, STDOUT)}",
-        f"#SBATCH --error={job_file(spec.job_dir, STDERR)}",
+        f"#SBATCH --job-name={directive_value('job-name', spec.job_name)}",
+        f"#SBATCH --output={directive_value(where, job_file(spec.job_dir, STDOUT))}",
+        f"#SBATCH --error={directive_value(where, job_file(spec.job_dir, STDERR))}",
     ]
     reserved = {"job-name", "J", "output", "o", "error", "e", "parsable"}
     for key, value in spec.sbatch_options.items():
@@ -113,9 +138,7 @@ def sbatch_directives(spec: SlurmJobSpec) -> list[str]:
         if value is True:
             lines.append(f"#SBATCH {flag}")
         else:
-            text = str(value)
-            if "\n" in text:
-                raise ValueError(f"sbatch option {name!r} has a newline in its value")
+            text = directive_value(name, value)
             sep = " " if len(name) == 1 else "="
             lines.append(f"#SBATCH {flag}{sep}{text}")
     if "signal" not in spec.sbatch_options:

@@ -16,6 +16,7 @@ import os.path
 from typing import Any, Callable, Optional
 
 from . import formula_bounds
+from .data import ConfValue
 from .errors import FormulaError
 from .formula_parser import (Binary, Call, Const, Empty, Expr, Index, Lookup, SelfRef, Str, Unary,
                              Unset)
@@ -79,7 +80,7 @@ _SIMPLE: dict[str, tuple[int, Optional[int], Callable[..., Any]]] = {
     "MIN": (1, None, min),
     "MAX": (1, None, max),
     "GETITEM": (2, 2, lambda x, y: x[y]),
-    "IS_STR": (1, 1, lambda x: type(x) is str),
+    "IS_STR": (1, 1, lambda x: isinstance(x, str)),
     "IS_NUM": (1, 1, lambda x: isinstance(x, (bool, int, float, complex))),
 }
 
@@ -165,8 +166,8 @@ class Evaluator:
                 missing.message += (" (note: '-' and '*' are part of a name in a lookup; write"
                                     " 'recipe.a - 1' with spaces to subtract or multiply)")
             return missing
-        if isinstance(value, str):
-            return self._string(value, nosubst)
+        if isinstance(value, str):  # a trigger-time value (ConfValue) is data: never substituted
+            return self._string(value, nosubst or isinstance(value, ConfValue))
         return value
 
     def _strict(self, node: Expr) -> Any:

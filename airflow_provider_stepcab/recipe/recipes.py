@@ -78,6 +78,14 @@ def _safe_build_cab(build_cab: Any, name: str, node: Any, key_path: str, ctx: Bu
     return cab
 
 
+def check_name(name: Any, what: str, loc: Loc, key_path: str, problems: Problems) -> None:
+    """Record an error for a name with a control character (a newline in a recipe, step, cab or
+    parameter name would end a ``#`` comment of a generated shell script and run the rest)."""
+    text = str(name)
+    if not text.isprintable():
+        problems.error(loc, key_path, f"{what} name {text!r} has a control character", "bad-name")
+
+
 def build_recipe(name: str, node: Any, config: Any, problems: Problems, key_path: Optional[str] = None,
                  *, strict: bool = False, _ctx: Optional[BuildContext] = None) -> Recipe:
     """Build a recipe (and, recursively, its steps) from its YAML mapping.
@@ -107,6 +115,10 @@ def build_recipe(name: str, node: Any, config: Any, problems: Problems, key_path
     for pname in set(recipe.inputs) & set(recipe.outputs):
         problems.error(recipe.outputs[pname].loc, f"{key_path}.outputs.{pname}",
                        f"parameter '{pname}' appears in both inputs and outputs", "bad-schema")
+    check_name(name, "recipe", recipe.loc, key_path, problems)
+    for pname, param in recipe.schema.items():
+        check_name(pname, "parameter", param.loc, f"{key_path}.{'outputs' if param.is_output else 'inputs'}.{pname}",
+                   problems)
     recipe.defaults = _flat(node.get("defaults") or {}, recipe.schema)
     recipe.assign = dict(node.get("assign") or {})
     recipe.assign_based_on = _assign_based_on(node, key_path, problems)
@@ -119,6 +131,7 @@ def build_recipe(name: str, node: Any, config: Any, problems: Problems, key_path
         problems.error(loc_of(node, "steps"), f"{key_path}.steps", "steps must be a mapping", "bad-recipe")
         steps = {}
     for label, snode in steps.items():
+        check_name(label, "step", loc_of(steps, label), f"{key_path}.steps.{label}", problems)
         recipe.steps[label] = build_step(str(label), snode, f"{key_path}.steps.{label}", loc_of(steps, label), ctx)
     ctx.stack.pop()
 
@@ -183,6 +196,7 @@ def build_step(label: str, node: Any, key_path: str, loc: Loc, ctx: BuildContext
 
 def _attach_cab(step: Step, cab: Any, key_path: str, loc: Loc, ctx: BuildContext) -> None:
     if isinstance(cab, str):
+        check_name(cab, "cab", loc, f"{key_path}.cab", problems=ctx.problems)
         step.cab_name = cab
         step.cab = ctx.cab(cab, loc, f"{key_path}.cab")
     elif isinstance(cab, dict):

@@ -23,7 +23,6 @@ spython is not used (it calls ``sys.exit`` on a missing bind source and raises
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import shutil
@@ -255,8 +254,9 @@ def container_command_argv(cab: Any, params: Mapping[str, Any], ns: Mapping[str,
         return substitute(text, ns) if isinstance(text, str) and "{" in text else text
 
     if (cab.flavour.kind or "binary") == "binary":
-        cab = dataclasses.replace(cab, command=subst(cab.command),
-                                  args=[subst(a) if isinstance(a, str) else a for a in cab.args])
+        from ..plan.shellsubst import substituted_cab
+
+        cab = substituted_cab(cab, subst)
     return list(build_flavour_argv(cab, dict(params), python="python", substitute=subst, inline_yield=True))
 
 
