@@ -18,7 +18,7 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from airflow_provider_stepcab.recipe.data import is_data
+from airflow_provider_stepcab.recipe.data import as_data, is_data
 from airflow_provider_stepcab.recipe.errors import FormulaError, Problems, RecipeError, UNKNOWN_LOC
 from airflow_provider_stepcab.recipe.model import UNSET
 from airflow_provider_stepcab.recipe.yamlio import to_plain
@@ -179,7 +179,7 @@ def trigger_values(recipe: Any, given: dict) -> dict:
             continue
         if schema is not None and name in (recipe.defaults or {}) and plain(recipe.defaults[name]) == value:
             continue
-        out[name] = value if isinstance(value, Literal) else Literal(value)
+        out[name] = value if isinstance(value, Literal) else Literal(as_data(value))
     return out
 
 
@@ -217,7 +217,7 @@ def resolve(*, recipe: Any, loaded: Any, step_path: tuple, recipe_params: dict, 
     config = config_namespace(getattr(loaded, "tree", None), run_values)
     skip_reason = _selection(recipe, step_path, overrides)  # known before any formula: resolve leniently
     problems = Problems()
-    step_params = lambda path, cargo: {k: Literal(v) for k, v in overrides.params_for(path, cargo).items()}  # noqa: E731
+    step_params = lambda path, cargo: {k: Literal(as_data(v)) for k, v in overrides.params_for(path, cargo).items()}  # noqa: E731
     res = Resolver(getattr(loaded, "tree", None), problems, allow_io=True, target=tuple(step_path),
                    loop_index=loop_index, step_params=step_params, config_ns=config,
                    cwd=str(workdir.path), resolve_links=True, fetch=StepFetcher(fetch), tag_skips=False)

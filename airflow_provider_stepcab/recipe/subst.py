@@ -165,7 +165,7 @@ class _Formatter(string.Formatter):
             if self.forgive is None:
                 raise
             return _Forgiven(self.forgive), field_name
-        if isinstance(value, str) and "{" in value:
+        if isinstance(value, str) and "{" in value and not _is_data(value):
             key = (name, value)
             done = self.memo.get(key)
             if done is None:
@@ -319,3 +319,9 @@ def evaluate_value(value: Any, ns: Any, *, cwd: Optional[str] = None, log: Any =
             out[key] = new
         return _rebuild(value, out) if changed else value
     return value
+
+
+def _is_data(value: str) -> bool:
+    """A trigger-time value (:mod:`.data`): never substituted again."""
+    from .data import is_data
+    return is_data(value)
