@@ -85,6 +85,9 @@ def test_the_omstimelation_folder(tmp_path, caplog):
         pytest.fail(f"corpus missing: {OMS}")
     folder = tmp_path / "oms"
     shutil.copytree(OMS, folder)
+    # the pipeline loads without warnings now (cult-cargo's dynamic schemas are applied): give it one
+    with open(folder / "ddf-mosaic.yaml", "a") as fh:
+        fh.write("\nopts:\n  backend:\n    singularity:\n      auto_update: true\n")
     with caplog.at_level(logging.DEBUG, logger="airflow_provider_stepcab"):
         dags = build_dags(folders=[str(folder)], on_error="raise")
     assert list(dags) == ["ddf-mosaic__mosaic"]
@@ -97,7 +100,7 @@ def test_the_omstimelation_folder(tmp_path, caplog):
                                                                        for r in caplog.records
                                                                        if "no recipe of its own" in r.getMessage())
     doc = dags["ddf-mosaic__mosaic"].doc_md
-    assert "## Warnings" in doc and "unknown parameter 'K'" in doc
+    assert "## Warnings" in doc and "auto_build" in doc
     from airflow_provider_stepcab.dag_factory import spec
 
     spec.clear_memory()  # as a fresh dag-processor child: the disk cache only
