@@ -6,19 +6,16 @@ the recipe layer, picks the recipes that become DAGs (:func:`choose_recipes`), p
 from :mod:`.spec` so that warm parses do not even load this code. :func:`build_recipe_dag` (the DAG
 of any one named recipe, for ``stepcab run``) builds without the cache.
 
-**Which recipes** (of a file, after loading it with :func:`~..recipe.api.load_file`):
+**Which recipes** (:func:`~..recipe.api.file_recipe_names`, documented in
+``docs/dag-factory.md``): ``DEFAULT`` when set, else the file's *own* runnable recipes (top-level
+keys written in the file itself, with a step naming a cab or recipe); recipes merged in from its
+``_include``s are the DAGs of their own file only; a library or include fragment gives no DAG and
+no error (one debug line).
 
-- ``DEFAULT: name`` set → only that recipe is a DAG (the others are its building blocks);
-- otherwise every top-level recipe of the file is a DAG;
-- a file without top-level recipes (cabs and ``lib`` only) gives no DAG and no error;
-- a file whose recipes are also used as sub-recipes by other files (through ``_include``) still
-  gives its own DAGs: a top-level recipe is runnable on its own, exactly like ``stimela run
-  file.yml name``. Keep pure library files out with ``.airflowignore`` or put their recipes under
-  ``lib.recipes``.
-
-**Which problems break which recipe.** An error whose key path starts with a recipe's name
-(``myrecipe.steps.s1.cab``) breaks that recipe only; any other error (YAML syntax, includes,
-cabs, ``opts``) breaks every recipe of the file. Warnings are logged and never break anything.
+**Which problems break which recipe.** An error whose key path starts with one of the file's
+recipes (``sub.steps.s1.cab``) breaks the DAG of that recipe and of the DAGs using it as a step;
+any other error (YAML syntax, includes, cabs, ``opts``) breaks every DAG of the file. Warnings
+never break anything: they go into each DAG's docs and one log line per compiled file.
 """
 
 from __future__ import annotations
