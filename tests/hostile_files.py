@@ -22,7 +22,7 @@ def alias_bomb(folder: Path) -> Path:
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for prev, name in zip("abcdefg", "bcdefgh"):
         lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
-    lines.append("bomb: {steps: {s: {cab: c, params: {v: *h}}}}")
+    lines.append("bomb:\n  steps: {s: {cab: c, params: {v: *h}}}")
     path = folder / "alias_bomb.yml"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -69,7 +69,7 @@ def test_alias_bomb_is_refused_quickly_at_its_line(tmp_path):
     path = hf.alias_bomb(tmp_path)
     result = load_isolated(path)
     file, line, code, text = only_error(result)
-    assert (file, line, code) == (str(path), 6, "alias-limit")
+    assert (file, line, code) == (str(path), 6, "alias-limit"), result
     assert "YAML aliases expand to more than 100000 nodes" in text and "STEPCAB_MAX_ALIAS_NODES" in text
     assert result["seconds"] < 5
 
