@@ -5,7 +5,7 @@
    ``BashOperator``; runs interleaved, medians and the ratio stepcab/bash.
 2. Per-step time inside our code for a cab with 100 parameters: run-time resolution
    (``operators.resolve.resolve``: namespaces, formulas, validation, backend choice) plus the
-   command line (``operators.native_run.native_argv``), repeated, in milliseconds per step.
+   command line (``plan.step_plan.native_command``), repeated, in milliseconds per step.
 
 Usage: ``python task_child.py WORKDIR [--reps R] [--tasks K]``; prints ``BENCH_RESULT {json}``.
 """
@@ -109,8 +109,8 @@ def step_resolution(work: str, reps: int) -> dict:
     from pathlib import Path
 
     from airflow_provider_stepcab.operators import resolve as R
-    from airflow_provider_stepcab.operators.native_run import native_argv
     from airflow_provider_stepcab.operators.overrides import parse_overrides
+    from airflow_provider_stepcab.plan.step_plan import native_command
     from airflow_provider_stepcab.recipe.api import load_recipe
     from airflow_provider_stepcab.runtime.workdir import Workdir
 
@@ -129,7 +129,7 @@ def step_resolution(work: str, reps: int) -> dict:
         step = R.resolve(recipe=recipe, loaded=loaded, step_path=("big",), recipe_params=overrides.recipe_params,
                          overrides=overrides, loop_value=None, loop_index=None, fetch=lambda *a, **k: None,
                          backend_pref="native", available=["native"], workdir=workdir, recipe_name="big-recipe")
-        argv = native_argv(step)
+        argv = native_command(step, python=sys.executable).command
         times.append(time.perf_counter() - t0)
     return {"params": 100, "repeats": n, "median_ms": 1000 * statistics.median(times[1:]),
             "first_ms": 1000 * times[0], "argv_len": len(argv)}

@@ -13,7 +13,7 @@ from typing import Any
 
 __all__ = ["StepcabBaseOperator", "StepcabNativeOperator", "XCOM_PARAMS_KEY", "register_backend_runner"]
 
-_WHERE = {"StepcabBaseOperator": "base", "XCOM_PARAMS_KEY": "base", "register_backend_runner": "base",
+_WHERE = {"StepcabBaseOperator": "base", "XCOM_PARAMS_KEY": "registry", "register_backend_runner": "registry",
           "StepcabNativeOperator": "native"}
 
 

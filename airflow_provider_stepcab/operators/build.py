@@ -57,7 +57,7 @@ class StepcabBuildImagesOperator(BaseOperator):
             an image could not be built/pulled.
         """
         from airflow_provider_stepcab.runtime.image_builds import build_images, collect_images, failed
-        from airflow_provider_stepcab.operators.running import plain_params
+        from airflow_provider_stepcab.operators.resolve import plain_params
         from airflow_provider_stepcab.operators.overrides import parse_overrides
         from airflow_provider_stepcab.operators.resolve import _selection
         from airflow_provider_stepcab.recipe.api import load_recipe_result

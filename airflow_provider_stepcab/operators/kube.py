@@ -24,7 +24,6 @@ waiting, deferral, log following, cleanup). :meth:`~StepcabKubernetesOperator.ex
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import os
 from typing import Any, Optional
@@ -35,7 +34,8 @@ from airflow.sdk.exceptions import AirflowException, TaskDeferred
 
 from airflow_provider_stepcab.operators import resolve as R
 from airflow_provider_stepcab.operators.base import StepcabBaseOperator
-from airflow_provider_stepcab.plan.pod import CONTAINER_NAME, PodIdentity, PodPlanError, build_pod, validate_pod
+from airflow_provider_stepcab.plan.pod import CONTAINER_NAME, PodIdentity, PodPlanError, validate_pod
+from airflow_provider_stepcab.plan.step_plan import POD, container_argv, pod_command
 from airflow_provider_stepcab.recipe.errors import RecipeError
 
 TAIL_LINES = 20
@@ -92,14 +92,11 @@ class StepcabKubernetesOperator(StepcabBaseOperator, KubernetesPodOperator):
     def plan_pod(self, step: "R.ResolvedStep", context: Any) -> Any:
         """The :class:`~..plan.pod.PodPlan` of ``step`` for this task instance (validated)."""
         ti = context["ti"]
-        backend = step.backend
         identity = PodIdentity(dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, step=step.fqname,
                                cab=step.cab.name, map_index=getattr(ti, "map_index", -1))
         try:
-            plan = build_pod(cab=step.cab, params=step.params, argv=container_argv(step), image=container_image(step),
-                             kube=backend.kube, identity=identity, workdir=str(step.workdir.path), env=step.env,
-                             slurm=getattr(backend, "wrapper", None) == "slurm",
-                             fallback_uid=os.getuid(), fallback_gid=os.getgid())
+            planned = pod_command(step, identity=identity, fallback_uid=os.getuid(), fallback_gid=os.getgid())
+            plan = planned.plan
             validate_pod(plan.pod)
         except (PodPlanError, ValueError, RecipeError) as exc:
             raise AirflowException(f"step {step.fqname}: {exc}") from None
@@ -230,7 +227,7 @@ class StepcabKubernetesOperator(StepcabBaseOperator, KubernetesPodOperator):
         exit_code, reasons = diagnose(self._final_pod or self.pod, error, event, startup_timeout=self.startup_timeout_seconds)
         errors = list(state.errors) if state is not None else []
         if errors:
-            name = os.path.basename(str(container_argv(step)[0]))
+            name = os.path.basename(str(container_argv(step, POD)[0]))
             errors.insert(0, f"declaring '{name}' as failed based on its output")
         if state is not None:
             ok = exit_code is not None and state.success(exit_code)
@@ -270,38 +267,6 @@ class _WranglingPodManager(PodManager):
 
 
 # --------------------------------------------------------------------- helpers (no operator state)
-
-def container_argv(step: "R.ResolvedStep") -> list:
-    """The argv run inside the container (``python3`` for Python flavours, no virtual_env)."""
-    from airflow_provider_stepcab.plan.flavours import build_flavour_argv
-    from airflow_provider_stepcab.recipe.subst import substitute
-
-    cab = step.cab
-    subst = lambda text: substitute(text, step.ns)  # noqa: E731
-    if (cab.flavour.kind or "binary") == "binary":
-        from airflow_provider_stepcab.plan.shellsubst import substituted_cab
-
-        cab = substituted_cab(cab, subst)
-    return list(build_flavour_argv(cab, step.params, python="python3", substitute=subst, inline_yield=True))
-
-
-def container_image(step: "R.ResolvedStep") -> str:
-    """The cab's image reference (``image.path`` — a Singularity file — cannot run in a pod)."""
-    from airflow_provider_stepcab.plan.images import ImageError, cab_image_spec, images_section, resolve_image
-
-    backend = step.backend
-    spec = cab_image_spec(step.cab, images_section(step.config))
-    if spec is not None and spec.path:
-        if not spec.name:
-            raise PodPlanError(f"cab '{step.cab.name}': image.path ({spec.path}) is an image file; "
-                               "the kube backend needs a registry image (image.name)")
-        spec = dataclasses.replace(spec, path=None)
-    try:
-        return resolve_image(spec, default_registry=backend.default_registry,
-                             override_registries=backend.override_registries, cab_name=step.cab.name).name
-    except ImageError as exc:
-        raise PodPlanError(str(exc)) from None
-
 
 def diagnose(pod: Any, error: Optional[BaseException], event: Optional[dict], *,
              startup_timeout: Optional[int] = None) -> tuple:
@@ -349,4 +314,4 @@ def diagnose(pod: Any, error: Optional[BaseException], event: Optional[dict], *,
     return exit_code, reasons
 
 
-__all__ = ["StepcabKubernetesOperator", "container_argv", "container_image", "diagnose"]
+__all__ = ["StepcabKubernetesOperator", "diagnose"]

@@ -10,26 +10,8 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_stepcab.operators.native import StepcabNativeOperator
 from airflow_provider_stepcab.operators.resolve import ResolvedStep
 from airflow_provider_stepcab.operators.running import attached, task_logger
-
-
-def native_argv(step: ResolvedStep) -> list:
-    """The argv of ``step`` for the native backend (``virtual_env`` applied)."""
-    from airflow_provider_stepcab.plan.flavours import build_flavour_argv
-    from airflow_provider_stepcab.recipe.subst import substitute
-
-    cab = step.cab
-    subst = lambda text: substitute(text, step.ns)  # noqa: E731
-    if (cab.flavour.kind or "binary") == "binary":
-        from airflow_provider_stepcab.plan.shellsubst import substituted_cab
-
-        cab = substituted_cab(cab, subst)
-    native = getattr(step.backend, "native", None)
-    venv = getattr(native, "virtual_env", None) or None
-    return list(build_flavour_argv(cab, step.params, python="python3" if venv else sys.executable,
-                                   virtual_env=venv, substitute=subst, inline_yield=True))
 
 
 def native_env(op: Any, step: ResolvedStep) -> dict:
@@ -43,15 +25,16 @@ def native_env(op: Any, step: ResolvedStep) -> dict:
 
 def run_native(op: Any, step: ResolvedStep, context: Any) -> Any:
     """Run ``step`` natively, streaming lines into ``op``'s log; return the ``RunResult``."""
+    from airflow_provider_stepcab.plan.step_plan import native_command
     from airflow_provider_stepcab.recipe.wranglers import Wranglers
     from airflow_provider_stepcab.runtime.native import NativeRunner
 
-    argv = native_argv(step)
+    argv = native_command(step, python=sys.executable).command
     op.log.info("running: %s", " ".join(argv))
     timeout = op.execution_timeout.total_seconds() if op.execution_timeout else None
     runner = NativeRunner()
     try:
-        with attached(op, runner, StepcabNativeOperator, passthrough=(OSError,)):
+        with attached(op, runner, passthrough=(OSError,)):
             return runner.run(argv, env=native_env(op, step), cwd=str(step.workdir.path), timeout=timeout,
                               wranglers=Wranglers.for_cab(step.cab), log=task_logger(op))
     except OSError as exc:  # e.g. the command does not exist

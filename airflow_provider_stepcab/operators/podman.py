@@ -71,9 +71,9 @@ def task_container_name(context: Any, step: ResolvedStep) -> str:
 def run_engine(op: StepcabBaseOperator, step: ResolvedStep, context: Any, *, engine: str = "podman") -> Any:
     """Run ``step`` with ``engine`` (``podman``/``docker``), streaming into ``op``'s log."""
     from airflow_provider_stepcab.operators.running import run_in_container, task_logger
-    from airflow_provider_stepcab.plan.images import ImageError, images_section
-    from airflow_provider_stepcab.plan.podman import podman_argv_for_step
+    from airflow_provider_stepcab.plan.images import ImageError
     from airflow_provider_stepcab.plan.singularity import ContainerPlanError
+    from airflow_provider_stepcab.plan.step_plan import podman_command
     from airflow_provider_stepcab.recipe.backends import engine_options
     from airflow_provider_stepcab.recipe.errors import Problems
     from airflow_provider_stepcab.runtime import containers as C
@@ -85,22 +85,19 @@ def run_engine(op: StepcabBaseOperator, step: ResolvedStep, context: Any, *, eng
     if problems.errors:
         raise AirflowException(f"step {step.fqname}: invalid backend.{engine} settings")
     show = task_logger(op)
-    cwd = str(step.workdir.path)
     try:
         exe = C.find_engine(engine, settings.executable)
-        command = C.container_command_argv(step.cab, step.params, step.ns)
-        plan = podman_argv_for_step(step.cab, step.params, command, backend=step.backend, settings=settings,
-                                    cwd=cwd, fs=C.LocalFs(), name=task_container_name(context, step),
-                                    engine=engine, executable=exe, uid_gid=(os.getuid(), os.getgid()),
-                                    images=images_section(step.config), extra_env=step.env)
+        planned = podman_command(step, engine=engine, settings=settings, executable=exe, fs=C.LocalFs(),
+                                 name=task_container_name(context, step), uid_gid=(os.getuid(), os.getgid()))
+        plan = planned.plan
         C.ensure_engine_image(plan, log=show, auto_pull=bool(settings.auto_pull))
     except (C.ContainerError, ContainerPlanError, ImageError) as exc:
         raise AirflowException(f"step {step.fqname}: {exc}") from None
     runner = C.ContainerRunner(stop_argv=plan.stop_argv(settings.stop_timeout), cleanup_argv=plan.rm_argv,
                                stop_timeout=float(settings.stop_timeout) + 20.0, rlimits=step.backend.rlimits or None)
     # docker: remove a container left by an earlier attempt (podman's `run --replace` does that)
-    return run_in_container(op, step, plan, runner, command, owner=StepcabPodmanOperator,
-                            clean_tmp=bool(settings.clean_tmp), before=(plan.rm_argv,) if engine == "docker" else ())
+    return run_in_container(op, step, plan, runner, planned.argv, clean_tmp=bool(settings.clean_tmp),
+                            before=(plan.rm_argv,) if engine == "docker" else ())
 
 
 def run_podman(op: StepcabBaseOperator, step: "ResolvedStep", context: Any) -> Any:

@@ -69,6 +69,16 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
+def plain_params(params: Any) -> dict:
+    """The task context's ``params`` as a plain dict."""
+    if not params:
+        return {}
+    try:
+        return {k: params[k] for k in params}
+    except Exception:  # pragma: no cover - defensive: some params fail to resolve
+        return dict(params)
+
+
 def _deferred(value: Any) -> bool:
     return isinstance(value, str) and not is_data(value) and (value.startswith("=") or "{" in value)
 
@@ -112,54 +122,6 @@ def info_namespace(recipe_name: str, path: tuple) -> dict:
     parts = label.split("-")
     return {"fqname": fqname, "taskname": fqname, "label": label, "label_parts": parts,
             "suffix": parts[-1] if len(parts) > 1 else ""}
-
-
-def resolve_params(cargo: Any, raw: dict, ns: dict, *, where: str, tolerant: bool = False) -> dict:
-    """Fill defaults and evaluate every value of ``raw`` for ``cargo`` (cab or recipe).
-
-    Values are evaluated repeatedly so that ``current.x`` may refer to parameters
-    resolved in the same pass. Implicit values are evaluated last.
-
-    :param tolerant: keep unresolvable values out instead of raising (used when skipping).
-    :raises FormulaError: naming the parameter (``where.param: ...``).
-    """
-    schema = {**cargo.inputs, **cargo.outputs}
-    defaults = dict(getattr(cargo, "defaults", None) or {})
-    pending: dict = {}
-    for name, p in schema.items():
-        if p.implicit is not UNSET and p.implicit is not None:
-            continue
-        if name in defaults:
-            pending[name] = defaults[name]
-        elif p.default is not UNSET and p.default != "UNSET":
-            pending[name] = p.default
-    if getattr(cargo, "steps", None):  # a recipe's defaults may also set sub-step params
-        pending.update({k: v for k, v in defaults.items() if k not in schema and "." in k})
-    pending.update(raw)
-    values: dict = {}
-    errors: dict = {}
-    while pending:
-        current = {**{k: v for k, v in pending.items() if not _deferred(v)}, **values}
-        progressed, errors = False, {}
-        for name, value in list(pending.items()):
-            try:
-                values[name] = value if is_data(value) else _evaluate(value, {**ns, "current": current})
-            except FormulaError as exc:
-                errors[name] = exc
-                continue
-            del pending[name]
-            progressed = True
-        if not progressed:
-            break
-    for name, p in schema.items():
-        if p.implicit is not UNSET and p.implicit is not None and name not in values:
-            try:
-                values[name] = _evaluate(p.implicit, {**ns, "current": dict(values)})
-            except FormulaError as exc:
-                errors[name] = exc
-    if errors and not tolerant:
-        raise FormulaError("; ".join(f"{where}.{k}: {v}" for k, v in errors.items()))
-    return {k: v for k, v in values.items() if v is not UNSET}
 
 
 #: the published params of an earlier step, loaded on first use (see :class:`~..recipe.resolve.LazyNS`)

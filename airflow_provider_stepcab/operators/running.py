@@ -33,7 +33,8 @@ from airflow.sdk import Asset, AssetAlias
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from airflow_provider_stepcab.operators import resolve as R
-from airflow_provider_stepcab.operators.base import BACKEND_RUNNERS, LOCAL_RUNNERS, XCOM_PARAMS_KEY
+from airflow_provider_stepcab.operators.resolve import plain_params  # noqa: F401 - used by build/loops
+from airflow_provider_stepcab.operators.registry import BACKEND_RUNNERS, LOCAL_RUNNERS, XCOM_PARAMS_KEY
 from airflow_provider_stepcab.recipe.errors import FormulaError, RecipeError
 from airflow_provider_stepcab.ui.capture import push_step_record
 
@@ -78,13 +79,11 @@ def task_logger(op: Any) -> Callable[[int, str], None]:
 
 
 @contextlib.contextmanager
-def attached(op: Any, runner: Any, owner: type, *, passthrough: tuple = ()) -> Iterator[Any]:
-    """While the block runs, ``runner`` is the one ``op.on_kill`` stops (when ``op`` is an ``owner``
-    task: another class's task keeps its own); any exception but ``passthrough`` ones (Airflow's
-    timeout, SIGTERM ...) kills it before going on, so that no process or container is left behind."""
-    own = isinstance(op, owner)
-    if own:
-        op._runner = runner
+def attached(op: Any, runner: Any, *, passthrough: tuple = ()) -> Iterator[Any]:
+    """While the block runs, ``runner`` is the one ``op.on_kill`` stops; any exception but
+    ``passthrough`` ones (Airflow's timeout, SIGTERM ...) kills it before going on, so that no
+    process or container is left behind."""
+    op._runner = runner
     try:
         yield runner
     except passthrough:
@@ -93,11 +92,10 @@ def attached(op: Any, runner: Any, owner: type, *, passthrough: tuple = ()) -> I
         runner.kill()
         raise
     finally:
-        if own:
-            op._runner = None
+        op._runner = None
 
 
-def run_in_container(op: Any, step: Any, plan: Any, runner: Any, command: list, *, owner: type,
+def run_in_container(op: Any, step: Any, plan: Any, runner: Any, command: list, *,
                      clean_tmp: bool, before: tuple = ()) -> Any:
     """Run a container ``plan`` of ``step`` with ``runner`` (``attached`` to ``op``): its mounts
     prepared, ``before`` commands run quietly first, output through the cab's wranglers into the
@@ -108,7 +106,7 @@ def run_in_container(op: Any, step: Any, plan: Any, runner: Any, command: list, 
     show = task_logger(op)
     timeout = op.execution_timeout.total_seconds() if op.execution_timeout else None
     try:
-        with attached(op, runner, owner, passthrough=(C.ContainerError,)):
+        with attached(op, runner, passthrough=(C.ContainerError,)):
             for argv in before:
                 C.run_quiet(argv)
             with C.prepared_mounts(plan, clean_tmp=clean_tmp, log=show) as argv:
@@ -194,7 +192,7 @@ def resolve_step(op: Any, context: Any) -> R.ResolvedStep:
     recipe, loaded = load_recipe(op.recipe_file, op.recipe_name)
     dag_run = context.get("dag_run")
     conf = dict(getattr(dag_run, "conf", None) or {})
-    params = plain_params(context.get("params"))
+    params = R.plain_params(context.get("params"))
     overrides = parse_overrides(conf, recipe, params, config_tree=loaded.tree)
     ti = context["ti"]
     workdir = choose_workdir(
@@ -252,16 +250,6 @@ class XComReader:
             values = self.ti.xcom_pull(task_ids=[task_id], key=XCOM_PARAMS_KEY)
             return [v for v in (values or []) if v is not None] or None
         return self.ti.xcom_pull(task_ids=task_id, key=XCOM_PARAMS_KEY, map_indexes=None)
-
-
-def plain_params(params: Any) -> dict:
-    """The task context's ``params`` as a plain dict."""
-    if not params:
-        return {}
-    try:
-        return {k: params[k] for k in params}
-    except Exception:  # pragma: no cover - defensive: some params fail to resolve
-        return dict(params)
 
 
 def _airflow_config_workdir() -> Optional[str]:

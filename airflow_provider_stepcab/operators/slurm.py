@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 import time
 from typing import Any, Mapping, Optional
 
@@ -38,6 +39,7 @@ from airflow_provider_stepcab.operators import resolve as R
 from airflow_provider_stepcab.operators.base import StepcabBaseOperator
 from airflow_provider_stepcab.plan import slurm as P
 from airflow_provider_stepcab.plan.sbatch import SCRIPT, build_sbatch_script
+from airflow_provider_stepcab.plan.step_plan import slurm_job
 from airflow_provider_stepcab.recipe.errors import RecipeError
 
 XCOM_JOB_KEY = "slurm_job"
@@ -182,11 +184,11 @@ class StepcabSlurmOperator(StepcabBaseOperator):
         env = dict(step.env)
         recipe_dir = os.path.dirname(os.path.abspath(self.recipe_file))
         env["PYTHONPATH"] = recipe_dir
-        command = self._command(hook, opts, step)
+        inner, wrap, exe = self._command(hook, opts, step)
         opts, raised = self._more_resources(hook, opts)
         try:
-            spec = P.build_job_spec(opts, name=name, directory=directory, workdir=str(step.workdir.path),
-                                    backend_name=step.backend_name, env=env, **command)
+            spec = slurm_job(opts, inner, name=name, directory=directory, workdir=str(step.workdir.path), env=env,
+                             wrap=wrap, executable=exe)
             script = build_sbatch_script(spec)
         except (P.SlurmPlanError, ValueError, RecipeError) as exc:
             raise AirflowException(f"step {step.fqname}: {exc}") from None
@@ -209,33 +211,35 @@ class StepcabSlurmOperator(StepcabBaseOperator):
         except ValueError as exc:
             raise AirflowException(f"backend.slurm.retry_resources: {exc}") from None
 
-    def _command(self, hook: Any, opts: P.SlurmSubmitOptions, step: "R.ResolvedStep") -> dict:
-        """What the job runs: ``build_job_spec`` keywords (``argv``, ``setup``, ``ephemeral`` ...)."""
-        if step.backend_name == "native":
-            from airflow_provider_stepcab.operators.native_run import native_argv
+    def _command(self, hook: Any, opts: P.SlurmSubmitOptions, step: "R.ResolvedStep") -> tuple:
+        """What the job runs: ``(inner StepCommand, SlurmWrap or None, executable or None)``."""
+        from airflow_provider_stepcab.plan.step_plan import native_command
 
+        if step.backend_name == "native":
             try:
-                return {"argv": native_argv(step)}
+                return native_command(step, python=sys.executable), None, None
             except (ValueError, RecipeError) as exc:
                 raise AirflowException(f"step {step.fqname}: {exc}") from None
         return self._singularity_command(hook, opts, step)
 
-    def _singularity_command(self, hook: Any, opts: P.SlurmSubmitOptions, step: "R.ResolvedStep") -> dict:
-        """The singularity ``exec`` argv for the compute node; the executable found (and, with
+    def _singularity_command(self, hook: Any, opts: P.SlurmSubmitOptions, step: "R.ResolvedStep") -> tuple:
+        """The singularity ``exec`` command for the compute node; the executable found (and, with
         ``build_local``, the image built) on the login node after ``remote_dependencies``."""
-        from airflow_provider_stepcab.operators.singularity_run import _REBUILT, RemoteHomeFs, plan_singularity
         from airflow_provider_stepcab.plan.images import ImageError
         from airflow_provider_stepcab.plan.singularity import ContainerPlanError
+        from airflow_provider_stepcab.plan.step_plan import SlurmWrap, singularity_command
+        from airflow_provider_stepcab.runtime.containers import REBUILT_IMAGES, RemoteHomeFs
 
         sing, build_local = step.backend.singularity, bool(step.backend.slurm.build_local)
         try:
-            plan = plan_singularity(step, executable=sing.executable or "singularity",
-                                    fs=RemoteHomeFs(hook.home()))
+            inner = singularity_command(step, executable=sing.executable or "singularity",
+                                        fs=RemoteHomeFs(hook.home()))
         except (ContainerPlanError, ImageError, ValueError, RecipeError) as exc:
             raise AirflowException(f"step {step.fqname}: {exc}") from None
+        plan = inner.plan
         image = P.ImageCheck(simg=plan.simg, source=None if plan.image.prebuilt else plan.image.docker_uri,
                              auto_build=bool(sing.auto_build),
-                             rebuild=bool(sing.rebuild) and plan.simg not in _REBUILT)
+                             rebuild=bool(sing.rebuild) and plan.simg not in REBUILT_IMAGES)
         where = "on the login node" if build_local else "in the job"
         self.log.info("singularity image %s (built %s when missing)", plan.simg, where)
         script = P.singularity_prepare_script(opts.remote_dependencies, executable=sing.executable,
@@ -250,14 +254,13 @@ class StepcabSlurmOperator(StepcabBaseOperator):
             raise AirflowException(f"step {step.fqname}: preparing singularity on the cluster failed "
                                    f"(exit {rc}): {(err.strip() or out.strip())[-2000:]}")
         if image.rebuild:
-            _REBUILT.add(plan.simg)
+            REBUILT_IMAGES.add(plan.simg)
         setup = []
         if plan.mkdirs:
             setup.append("mkdir -p -- " + " ".join(shlex.quote(d) for d in plan.mkdirs) + " || exit $?")
         if not build_local:
             setup += P.image_lines(shlex.quote(exe), image)
-        return {"argv": [exe, *plan.argv[1:]], "setup": setup, "ephemeral": dict(plan.ephemeral),
-                "clean_ephemeral": bool(sing.clean_tmp)}
+        return inner, SlurmWrap(setup=setup, ephemeral=dict(plan.ephemeral), clean_ephemeral=bool(sing.clean_tmp)), exe
 
     # ----------------------------------------------------------------- completion
 

@@ -15,6 +15,7 @@ from ..recipe.errors import Loc, Problems, RecipeError
 from ..recipe.model import UNSET, Recipe
 from ..recipe.resolve import CLI_LOC, ResolvedStep, Unresolved, evaluate, resolve_recipe
 from ..recipe.yamlio import to_plain
+from .step_plan import STIMELA, cab_argv
 
 
 @dataclass
@@ -127,11 +128,7 @@ def _argv(rs: ResolvedStep, params: dict, unresolved: dict) -> list:
         return str(value)
 
     shown = {k: _display(v) for k, v in params.items()}
-    if (cab.flavour.kind or "binary") == "binary":
-        from .argv import build_argv
-        return list(build_argv(cab, shown, subst=subst))
-    from .flavours import build_flavour_argv
-    return list(build_flavour_argv(cab, shown, python="python", substitute=subst))
+    return cab_argv(cab, shown, subst, target=STIMELA)
 
 
 def _settings_formulas(merged: Any, ns: dict, unresolved: dict) -> Any:

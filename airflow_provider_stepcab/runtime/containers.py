@@ -41,6 +41,10 @@ class ContainerError(RuntimeError):
     """A container step cannot be started (runtime, image or bind problem)."""
 
 
+#: Singularity images (re)built by this worker process: ``rebuild`` happens once per process, as in Stimela
+REBUILT_IMAGES: set = set()
+
+
 class RuntimeMissing(ContainerError):
     """No container runtime executable."""
 
@@ -58,6 +62,22 @@ class LocalFs:
     readlink = staticmethod(os.readlink)
     realpath = staticmethod(os.path.realpath)
     expanduser = staticmethod(os.path.expanduser)
+
+
+class RemoteHomeFs:
+    """This machine's filesystem facts (a filesystem shared with a cluster), but ``~`` is the
+    cluster user's home: ``image_dir: ~/.singularity`` and ``~`` binds mean the remote user's."""
+
+    def __init__(self, home: str):
+        self._local, self.home = LocalFs(), home.rstrip("/") or "/"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._local, name)
+
+    def expanduser(self, path: str) -> str:
+        if path == "~" or path.startswith("~/"):
+            return self.home + path[1:]
+        return path
 
 
 def _which(name: str, path: Optional[str] = None) -> Optional[str]:
@@ -244,22 +264,6 @@ def run_container(argv: Sequence[str], *, runner: NativeRunner, log: LogFn, cwd:
         raise RuntimeMissing(str(exc)) from None
 
 
-def container_command_argv(cab: Any, params: Mapping[str, Any], ns: Mapping[str, Any]) -> list:
-    """The cab's own argv inside a container (``python`` interpreter, ``{}`` substituted in
-    ``command``/``args`` with namespaces ``ns``)."""
-    from ..plan.flavours import build_flavour_argv
-    from ..recipe.subst import substitute
-
-    def subst(text: str) -> str:
-        return substitute(text, ns) if isinstance(text, str) and "{" in text else text
-
-    if (cab.flavour.kind or "binary") == "binary":
-        from ..plan.shellsubst import substituted_cab
-
-        cab = substituted_cab(cab, subst)
-    return list(build_flavour_argv(cab, dict(params), python="python", substitute=subst, inline_yield=True))
-
-
-__all__ = ["BindSourceMissing", "ContainerError", "ContainerRunner", "LocalFs", "RuntimeMissing",
-           "container_command_argv", "engine_image_present", "ensure_engine_image", "ensure_singularity_image",
+__all__ = ["BindSourceMissing", "ContainerError", "ContainerRunner", "LocalFs", "REBUILT_IMAGES", "RemoteHomeFs",
+           "RuntimeMissing", "engine_image_present", "ensure_engine_image", "ensure_singularity_image",
            "find_engine", "find_singularity", "prepared_mounts", "run_container", "run_quiet"]

@@ -20,7 +20,7 @@ from typing import Any, Optional
 from airflow_provider_stepcab.hooks.slurm import SlurmError
 from airflow_provider_stepcab.hooks.slurm_local import SharedJobPoll
 from airflow_provider_stepcab.runtime.commands import run_command_async
-from airflow_provider_stepcab.triggers.slurm import STREAMS, ClusterPoller, FileState, Snapshot
+from airflow_provider_stepcab.triggers.cluster_poll import STREAMS, ClusterPoller, FileState, Snapshot
 
 
 def file_state(job_dir: str) -> FileState:

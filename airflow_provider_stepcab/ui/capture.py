@@ -96,9 +96,11 @@ def value_sources(step: Any, recipe: Any, conf: dict, conf_params: dict) -> dict
 
 
 def _argv(step: Any) -> list:
-    from airflow_provider_stepcab.operators.native_run import native_argv
+    import sys
 
-    return native_argv(step)
+    from airflow_provider_stepcab.plan.step_plan import native_command
+
+    return native_command(step, python=sys.executable).command
 
 
 def record_for(op: Any, step: Any, context: Any) -> dict:
@@ -106,7 +108,7 @@ def record_for(op: Any, step: Any, context: Any) -> dict:
     from airflow_provider_stepcab.operators.resolve import plain
 
     from airflow_provider_stepcab.operators.overrides import parse_overrides
-    from airflow_provider_stepcab.operators.running import plain_params
+    from airflow_provider_stepcab.operators.resolve import plain_params
 
     conf = dict(getattr(context.get("dag_run"), "conf", None) or {})
     recipe = _recipe(op)
