@@ -18,10 +18,6 @@ CLI = {f"{PKG}.cli", f"{PKG}.build_cli", f"{PKG}.run_cli", f"{PKG}.__main__"}
 #: import circles still to be broken (listed for the lead; each entry must still exist, so that
 #: the list shrinks as they are fixed)
 KNOWN_CYCLES = {
-    # came with this round's merges; to be broken up like the others
-    frozenset({f"{PKG}.recipe.cab", f"{PKG}.recipe.dynamic_schema", f"{PKG}.recipe.recipes",
-               f"{PKG}.recipe.validate"}),
-    frozenset({f"{PKG}.recipe.formula", f"{PKG}.recipe.formula_eval", f"{PKG}.recipe.subst"}),
     # get_provider_info() imports provider_info, which imports __version__ from the package
     frozenset({PKG, f"{PKG}.provider_info"}),
 }

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from airflow_provider_stepcab.recipe.errors import FormulaError, Loc
 from airflow_provider_stepcab.recipe.model import UNSET
 from airflow_provider_stepcab.recipe.subst import (
-    MissingNameError, evaluate_value, lookup, subst_references, substitute,
+    MissingNameError, lookup, subst_references, substitute,
 )
+from airflow_provider_stepcab.recipe.values import evaluate_value
 from airflow_provider_stepcab.recipe.yamlio import CList, CMap
 
 NS = {

@@ -16,7 +16,7 @@ from airflow_provider_stepcab.recipe.model import UNSET
 
 def evaluate(value: Any, ns: dict) -> Any:
     """Evaluate a value as written in a recipe (formula, ``{}``, literal); cwd = the current directory."""
-    from airflow_provider_stepcab.recipe.subst import evaluate_value
+    from airflow_provider_stepcab.recipe.values import evaluate_value
 
     return evaluate_value(value, ns, cwd=os.getcwd())
 

@@ -36,7 +36,8 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 
 from .errors import ERROR, Loc, Problem, Problems, RecipeError
 from .model import UNSET, Cab, Parameter
-from .params import PARAM_FIELDS, build_parameter, parse_schema
+from .deferred import contains_deferred
+from .params import PARAM_FIELDS, build_parameter, flatten_into, parse_schema
 
 QUARTICAL_HOOK = "cultcargo.genesis.quartical.external.make_stimela_schema"
 CUBICAL_HOOK = "cultcargo.genesis.cubical.make_stimela_schema.make_stimela_schema"
@@ -264,10 +265,9 @@ def flatten_params(params: Mapping[str, Any], schema: Mapping[str, Any],
     :param locs: locations of ``params`` by name (kept; flattened names get their own or their parent's).
     :returns: ``(params, locs)``.
     """
-    from .recipes import _flatten_into  # the flattening every step gets at build time
     out: dict = {}
     out_locs: dict = {}
-    _flatten_into(dict(params), "", schema, set(), out, out_locs)
+    flatten_into(dict(params), "", schema, set(), out, out_locs)  # what every step gets at build time
     locs = locs or {}
     for name in out:
         parent = next((p for p in locs if name == p or name.startswith(f"{p}.")), None)
@@ -289,7 +289,6 @@ def step_schema(cab: Cab, params: Mapping[str, Any], problems: Problems,
         from the schema may still be added once those values are known, so it is not an error yet;
         and the params (and their locations) flattened with the schema (:func:`flatten_params`).
     """
-    from .validate import contains_deferred
     pending = [name for name, value in params.items() if contains_deferred(value)]
     known = {name: value for name, value in params.items() if name not in pending}
     try:

@@ -255,3 +255,18 @@ def parse_schema(node: Any, key_path: str, problems: Problems, *, is_output: boo
             problems.error(loc, kp, f"not a valid parameter definition: expected a type string or a "
                            f"mapping, got {value!r}", "bad-schema")
     return out
+
+
+def flatten_into(d: dict, prefix: str, schema: dict, labels: set, out: dict, locs: dict) -> None:
+    """Flatten step params ``{a: {b: 1}}`` into ``out`` as ``{"a.b": 1}`` where ``schema`` has ``a.*``
+    names (or, at the top, ``a`` is a sub-step label in ``labels``); their locations into ``locs``."""
+    # a module-level function, not a recursive closure: a closure that calls itself is a reference
+    # cycle, left for the cyclic garbage collector once per step
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict) and name not in schema and (
+                any(s.startswith(f"{name}.") for s in schema) or (not prefix and name in labels)):
+            flatten_into(v, f"{name}.", schema, labels, out, locs)
+            continue
+        out[name] = v
+        locs[name] = loc_of(d, k)

@@ -14,6 +14,7 @@ from .aliases import finalize_aliases
 from .backends import parse_backend_options
 from .errors import Loc, Problems
 from .model import ForLoop, Recipe, Step
+from .params import flatten_into
 from .validate import check_expression, check_expressions, check_step_params, is_formula_text
 from .yamlio import CMap, loc_of
 
@@ -248,21 +249,8 @@ def _flatten_params(params: dict, step: Step) -> tuple[dict, dict]:
     labels = set(step.recipe.steps) if step.recipe is not None else set()
     out: dict = {}
     locs: dict = {}
-    _flatten_into(params, "", schema, labels, out, locs)
+    flatten_into(params, "", schema, labels, out, locs)
     return out, locs
-
-
-def _flatten_into(d: dict, prefix: str, schema: dict, labels: set, out: dict, locs: dict) -> None:
-    # a module-level function, not a recursive closure: a closure that calls itself is a reference
-    # cycle, left for the cyclic garbage collector once per step
-    for k, v in d.items():
-        name = f"{prefix}{k}"
-        if isinstance(v, dict) and name not in schema and (
-                any(s.startswith(f"{name}.") for s in schema) or (not prefix and name in labels)):
-            _flatten_into(v, f"{name}.", schema, labels, out, locs)
-            continue
-        out[name] = v
-        locs[name] = loc_of(d, k)
 
 
 def _flat(d: dict, schema: dict, prefix: str = "") -> dict:

@@ -236,7 +236,7 @@ def evaluate(value: Any, ns: Mapping, *, allow_io: bool = False) -> Any:
         hit = _walk(ns, ref)
         if isinstance(hit, Unresolved) or _contains_unresolved(hit):
             return Unresolved(value, f"depends on '{ref}', known at run time")
-    from .subst import evaluate_value
+    from .values import evaluate_value
     try:
         return evaluate_value(value, ns)
     except FormulaError as exc:

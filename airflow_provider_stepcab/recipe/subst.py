@@ -19,9 +19,8 @@ Rules (matching Stimela):
 * A missing name raises :class:`MissingNameError` naming it, unless ``forgive``
   is given, in which case the field is replaced by that text.
 
-:func:`evaluate_value` is the single entry point for "a parameter value as
-written in YAML": ``=...`` formulas, ``==...`` escapes, ``{}`` strings, and
-lists/dicts element-wise.
+:func:`.values.evaluate_value` is the single entry point for "a parameter value as
+written in YAML" (``=...`` formulas, ``==...`` escapes, ``{}`` strings, lists/dicts element-wise).
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from .errors import FormulaError
 from .model import UNSET
 
 __all__ = [
-    "MissingNameError", "substitute", "subst_references", "evaluate_value", "lookup",
+    "MissingNameError", "substitute", "subst_references", "lookup",
     "split_field_name",
 ]
 
@@ -264,61 +263,6 @@ def subst_references(text: str) -> set[str]:
     if isinstance(text, str) and "{" in text:
         _collect(text, out)
     return out
-
-
-def _rebuild(original: Any, items: Any) -> Any:
-    try:
-        new = type(original)(items)
-    except Exception:  # a container type that can't be rebuilt from items
-        return items
-    for attr in ("loc", "key_locs", "item_locs"):
-        if hasattr(original, attr):
-            try:
-                setattr(new, attr, getattr(original, attr))
-            except AttributeError:
-                pass
-    return new
-
-
-def evaluate_value(value: Any, ns: Any, *, cwd: Optional[str] = None, log: Any = None) -> Any:
-    """Evaluate a value as written in a recipe.
-
-    * ``"=expr"`` → the formula's value (may be :data:`~.model.UNSET`: "unset this parameter");
-    * ``"==text"`` → the literal ``"=text"`` (itself ``{}``-substituted, as Stimela does);
-    * a string containing ``{`` → substituted;
-    * a list/tuple/dict → evaluated element-wise (values only, not keys); an element
-      evaluating to UNSET is an error, as in Stimela;
-    * anything else is returned unchanged.
-
-    :raises FormulaError: (or its subclass :class:`MissingNameError`) on any failure.
-    """
-    if isinstance(value, str):
-        if value.startswith("="):
-            if value.startswith("=="):
-                return substitute(value[1:], ns)
-            from .formula import evaluate_formula  # formula imports this module
-
-            return evaluate_formula(value, ns, cwd=cwd, log=log)
-        return substitute(value, ns)
-    if isinstance(value, (list, tuple)):
-        items, changed = [], False
-        for i, element in enumerate(value):
-            new = evaluate_value(element, ns, cwd=cwd, log=log)
-            if new is UNSET:
-                raise FormulaError(f"list element [{i}] = {element!r}: UNSET not allowed here")
-            changed = changed or new is not element
-            items.append(new)
-        return _rebuild(value, items) if changed else value
-    if isinstance(value, Mapping):
-        out, changed = {}, False
-        for key, element in value.items():
-            new = evaluate_value(element, ns, cwd=cwd, log=log)
-            if new is UNSET:
-                raise FormulaError(f"{key} = {element!r}: UNSET not allowed here")
-            changed = changed or new is not element
-            out[key] = new
-        return _rebuild(value, out) if changed else value
-    return value
 
 
 def _is_data(value: str) -> bool:

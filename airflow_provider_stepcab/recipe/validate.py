@@ -8,25 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Optional
 
+from .deferred import contains_deferred, has_substitution, is_deferred, is_formula_text  # noqa: F401 - re-exported
 from .errors import FormulaError, Loc, Problems
 from .model import UNSET, Parameter, Step
 from .suggest import did_you_mean
 from .yamlio import loc_of
-
-
-def is_formula_text(value: Any) -> bool:
-    """``=...`` but not the ``==...`` escape."""
-    return isinstance(value, str) and value.startswith("=") and not value.startswith("==")
-
-
-def has_substitution(value: Any) -> bool:
-    """A string that Stimela passes through ``{}``-substitution (any ``{``; ``{{`` is an escape)."""
-    return isinstance(value, str) and not is_formula_text(value) and "{" in value
-
-
-def is_deferred(value: Any) -> bool:
-    """True for values that are only known after evaluation."""
-    return is_formula_text(value) or has_substitution(value)
 
 
 def check_expression(value: Any, *, key_path: str, loc: Loc, problems: Problems) -> bool:
@@ -92,15 +78,6 @@ def check_value(schema: Parameter, value: Any, *, key_path: str, loc: Loc, probl
             problems.error(loc, key_path, f"element(s) {bad!r} not among the allowed choices "
                            f"{list(schema.element_choices)}", "bad-choice")
     return value
-
-
-def contains_deferred(value: Any) -> bool:
-    """A formula or substitution, or a list/mapping with one inside."""
-    if isinstance(value, (list, tuple)):
-        return any(contains_deferred(v) for v in value)
-    if isinstance(value, Mapping):
-        return any(contains_deferred(v) for v in value.values())
-    return is_deferred(value)
 
 
 def validate_params(schema: Mapping[str, Parameter], params: Mapping[str, Any], *, key_path: str,

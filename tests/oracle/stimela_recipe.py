@@ -16,6 +16,10 @@ Usage::
      "creates": {"DDF.py": {"--Output-Name": ["{}.app.restored.fits"]}}}   # files a recorder makes
                                            # (after recording): {} = the value following the option
 
+Recorders of the project's own tests may also (environment) log the Airflow task that ran them
+(``ORACLE_TASK_OUT``: ``[task_id, command, arg, ...]`` lines) and then run the real tool found
+further down ``PATH`` (``ORACLE_PASS_THROUGH``; none: exit 0).
+
 ``OUT.json`` gets ``{"rc": int, "calls": [[command, arg, ...], ...], "log": tail}``: one entry per
 command Stimela ran, in order (a recorder replaces every listed executable on ``PATH`` and appends
 its argv). Nothing here imports the project.
@@ -38,6 +42,9 @@ import json, os, sys
 name = os.path.basename(sys.argv[0])
 with open(os.environ["ORACLE_ARGV_OUT"], "a") as fh:
     fh.write(json.dumps([name] + sys.argv[1:]) + "\\n")
+if os.environ.get("ORACLE_TASK_OUT"):  # which Airflow task ran it (the task runner exports its id)
+    with open(os.environ["ORACLE_TASK_OUT"], "a") as fh:
+        fh.write(json.dumps([os.environ.get("AIRFLOW_CTX_TASK_ID"), name] + sys.argv[1:]) + "\\n")
 rules = json.loads(os.environ.get("ORACLE_CREATES") or "{{}}").get(name, {{}})
 for option, templates in rules.items():
     args = sys.argv[1:]
@@ -46,6 +53,12 @@ for option, templates in rules.items():
             path = template.replace("{{}}", args[args.index(option) + 1])
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             open(path, "a").close()
+if os.environ.get("ORACLE_PASS_THROUGH"):  # then run the real tool, when there is one
+    here = os.path.dirname(os.path.abspath(sys.argv[0]))
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        real = os.path.join(folder, name)
+        if folder and os.path.abspath(folder) != here and os.access(real, os.X_OK) and not os.path.isdir(real):
+            os.execv(real, [real] + sys.argv[1:])
 """
 
 
