@@ -81,29 +81,31 @@ class StepcabBaseOperator(BaseOperator):
             runner.kill()
 
     def execute(self, context: Any) -> Any:
-        """Resolve the step, run it, finish it (:func:`.running.execute`)."""
-        return _running().execute(self, context)
+        """The one flow of a step task: resolve the step, plan and run it, publish its outputs.
+
+        :returns: the step's outputs (the task's ``return_value``); ``None`` for a cab without outputs.
+        """
+        step = self.resolve_or_skip(context)
+        return self.finish_step(step, self.run_resolved(step, context), context)
 
     def resolve_or_skip(self, context: Any, *, finishing: bool = False) -> ResolvedStep:
-        """:meth:`resolve_step`, recipe errors as task failures, a skipped step as
-        ``AirflowSkipException`` unless ``finishing`` (:func:`.running.resolve_or_skip`)."""
+        """Resolve this task's step for the running DAG run; recipe errors as task failures, a
+        skipped step as ``AirflowSkipException`` unless ``finishing`` (:func:`.running.resolve_or_skip`)."""
         return _running().resolve_or_skip(self, context, finishing=finishing)
 
+    def run_resolved(self, step: ResolvedStep, context: Any) -> Any:
+        """Plan and run ``step`` with this class's mechanism (:meth:`run_step`) or the runner of the
+        backend its trigger-time conf chose (:func:`.running.run_resolved`); return the ``RunResult``."""
+        return _running().run_resolved(self, step, context)
+
     def finish_step(self, step: ResolvedStep, result: Any, context: Any) -> Optional[dict]:
-        """Every mechanism's epilogue, given its ``RunResult`` (:func:`.running.finish_step`).
+        """Publish the step, given its ``RunResult`` (:func:`.running.finish_step`).
 
         :returns: the step's outputs (the task's ``return_value``); ``None`` for a cab without outputs.
         :raises AirflowException: the step failed or its outputs are wrong.
         """
         return _running().finish_step(self, step, result, context)
 
-    def _dispatch(self, step: ResolvedStep, context: Any) -> Any:
-        return _running().dispatch(self, step, context)
-
     def available_backends(self) -> list:
         """Backends a step of this task may select: this class's mechanism and the registered runners."""
         return sorted({self.mechanism, *_running().runnable_backends()})
-
-    def resolve_step(self, context: Any) -> ResolvedStep:
-        """Resolve this task's step for the running DAG run (:func:`.running.resolve_step`)."""
-        return _running().resolve_step(self, context)

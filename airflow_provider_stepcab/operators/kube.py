@@ -122,12 +122,10 @@ class StepcabKubernetesOperator(StepcabBaseOperator, KubernetesPodOperator):
 
     def execute(self, context: Any) -> Any:
         step = self.resolve_or_skip(context)
+        if step.backend_name != self.mechanism:  # a trigger-time override chose another backend
+            return self._finish(step, self.run_resolved(step, context), context)
         self.log.info("step %s (%s) on backend %s in %s", step.fqname, step.cab.name, step.backend_name,
                       step.workdir.path)
-        if step.backend_name != self.mechanism:  # a trigger-time override chose another backend
-            with R.chdir(step.workdir.path):
-                R.prepare_outputs(step)
-            return self._finish(step, self._dispatch(step, context), context)
         plan = self.plan_pod(step, context)
         self._configure(plan, step)
         self.log.info("pod command: %s", plan.container["command"])

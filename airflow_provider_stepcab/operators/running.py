@@ -3,7 +3,8 @@
 
 A step task carries only its identity (``recipe_file``, ``recipe_name``, ``step_path``); a DAG
 parse needs nothing more, so the operator classes stay small and this module is imported only
-when a task runs. :func:`execute`:
+when a task runs. A task (:meth:`~.base.StepcabBaseOperator.execute`) calls :func:`resolve_or_skip`,
+:func:`run_resolved` and :func:`finish_step`:
 
 1. re-loads the recipe (:func:`~airflow_provider_stepcab.recipe.api.load_recipe`, cached);
 2. builds the namespaces level by level down ``step_path``: ``recipe`` (defaults,
@@ -119,23 +120,23 @@ def run_in_container(op: Any, step: Any, plan: Any, runner: Any, command: list, 
         raise AirflowException(f"step {step.fqname}: {exc}") from None
 
 
-def execute(op: Any, context: Any) -> Any:
-    """Resolve ``op``'s step, run it with its backend and finish it (the module docstring)."""
-    step = resolve_or_skip(op, context)
+def run_resolved(op: Any, step: R.ResolvedStep, context: Any) -> Any:
+    """Run the resolved ``step`` (its outputs' folders made first) with ``op``'s own mechanism or
+    with the runner of the step's backend; return the ``RunResult``."""
     op.log.info("step %s (%s) on backend %s in %s", step.fqname, step.cab.name,
                 step.backend_name, step.workdir.path)
     for name, value in step.params.items():
         op.log.info("  %s = %r", name, value)
     with R.chdir(step.workdir.path):
         R.prepare_outputs(step)
-    return op.finish_step(step, op._dispatch(step, context), context)
+    return dispatch(op, step, context)
 
 
 def resolve_or_skip(op: Any, context: Any, *, finishing: bool = False) -> R.ResolvedStep:
-    """``op.resolve_step`` with recipe errors as task failures; a skipped step pushes its params
+    """:func:`resolve_step` with recipe errors as task failures; a skipped step pushes its params
     and raises ``AirflowSkipException`` (unless ``finishing``: resuming after a deferral)."""
     try:
-        step = op.resolve_step(context)
+        step = resolve_step(op, context)
     except AirflowSkipException:
         raise
     except (RecipeError, FormulaError, ValueError) as exc:

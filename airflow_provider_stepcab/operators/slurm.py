@@ -102,12 +102,10 @@ class StepcabSlurmOperator(StepcabBaseOperator):
         if not self._wrapped(step) and step.backend_name not in StepcabBaseOperator.available_backends(self):
             self._local_only = True  # not under slurm: choose among the backends of this worker
             step = self.resolve_or_skip(context)
-        self.log.info("step %s (%s) on backend %s%s in %s", step.fqname, step.cab.name, step.backend_name,
-                      " under slurm" if self._wrapped(step) else "", step.workdir.path)
         if not self._wrapped(step):
-            with R.chdir(step.workdir.path):
-                R.prepare_outputs(step)
-            return self.finish_step(step, self._dispatch(step, context), context)
+            return self.finish_step(step, self.run_resolved(step, context), context)
+        self.log.info("step %s (%s) on backend %s under slurm in %s", step.fqname, step.cab.name,
+                      step.backend_name, step.workdir.path)
         try:
             P.check_backend(step.backend_name)
         except P.SlurmPlanError as exc:
