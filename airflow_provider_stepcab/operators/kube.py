@@ -35,7 +35,6 @@ from airflow.sdk.exceptions import AirflowException, TaskDeferred
 from airflow_provider_stepcab.operators import resolve as R
 from airflow_provider_stepcab.operators.base import StepcabBaseOperator
 from airflow_provider_stepcab.plan.pod import CONTAINER_NAME, PodIdentity, PodPlanError, validate_pod
-from airflow_provider_stepcab.plan.step_plan import POD, container_argv, pod_command
 from airflow_provider_stepcab.recipe.errors import RecipeError
 
 TAIL_LINES = 20
@@ -95,6 +94,8 @@ class StepcabKubernetesOperator(StepcabBaseOperator, KubernetesPodOperator):
         identity = PodIdentity(dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, step=step.fqname,
                                cab=step.cab.name, map_index=getattr(ti, "map_index", -1))
         try:
+            from airflow_provider_stepcab.plan.step_plan import pod_command
+
             planned = pod_command(step, identity=identity, fallback_uid=os.getuid(), fallback_gid=os.getgid())
             plan = planned.plan
             validate_pod(plan.pod)
@@ -225,6 +226,8 @@ class StepcabKubernetesOperator(StepcabBaseOperator, KubernetesPodOperator):
         exit_code, reasons = diagnose(self._final_pod or self.pod, error, event, startup_timeout=self.startup_timeout_seconds)
         errors = list(state.errors) if state is not None else []
         if errors:
+            from airflow_provider_stepcab.plan.step_plan import POD, container_argv
+
             name = os.path.basename(str(container_argv(step, POD)[0]))
             errors.insert(0, f"declaring '{name}' as failed based on its output")
         if state is not None:

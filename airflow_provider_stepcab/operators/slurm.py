@@ -39,7 +39,6 @@ from airflow_provider_stepcab.operators import resolve as R
 from airflow_provider_stepcab.operators.base import StepcabBaseOperator
 from airflow_provider_stepcab.plan import slurm as P
 from airflow_provider_stepcab.plan.sbatch import SCRIPT, build_sbatch_script
-from airflow_provider_stepcab.plan.step_plan import slurm_job
 from airflow_provider_stepcab.recipe.errors import RecipeError
 
 XCOM_JOB_KEY = "slurm_job"
@@ -182,6 +181,8 @@ class StepcabSlurmOperator(StepcabBaseOperator):
         env = dict(step.env)
         recipe_dir = os.path.dirname(os.path.abspath(self.recipe_file))
         env["PYTHONPATH"] = recipe_dir
+        from airflow_provider_stepcab.plan.step_plan import slurm_job
+
         inner, wrap, exe = self._command(hook, opts, step)
         opts, raised = self._more_resources(hook, opts)
         try:
