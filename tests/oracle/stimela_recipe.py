@@ -18,7 +18,7 @@ Usage::
 
 Recorders of the project's own tests may also (environment) log the Airflow task that ran them
 (``ORACLE_TASK_OUT``: ``[task_id, command, arg, ...]`` lines) and then run the real tool found
-further down ``PATH`` (``ORACLE_PASS_THROUGH``; none: exit 0).
+further down ``PATH`` (``ORACLE_PASS_THROUGH``: a JSON list of the commands to pass on; none: exit 0).
 
 ``OUT.json`` gets ``{"rc": int, "calls": [[command, arg, ...], ...], "log": tail}``: one entry per
 command Stimela ran, in order (a recorder replaces every listed executable on ``PATH`` and appends
@@ -53,7 +53,7 @@ for option, templates in rules.items():
             path = template.replace("{{}}", args[args.index(option) + 1])
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             open(path, "a").close()
-if os.environ.get("ORACLE_PASS_THROUGH"):  # then run the real tool, when there is one
+if name in json.loads(os.environ.get("ORACLE_PASS_THROUGH") or "[]"):  # then the real tool, if there is one
     here = os.path.dirname(os.path.abspath(sys.argv[0]))
     for folder in os.environ.get("PATH", "").split(os.pathsep):
         real = os.path.join(folder, name)
