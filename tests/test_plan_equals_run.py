@@ -33,7 +33,7 @@ from test_native_operator import run_dag, write_dag_file
 
 from airflow_provider_stepcab.dag_factory.naming import task_id_for
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+pytestmark = pytest.mark.airflow
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "example_recipes"
 CORPUS = Path(os.environ.get("STEPCAB_CORPUS", ROOT.parent / "shared" / "corpus"))
