@@ -12,6 +12,7 @@ Stimela runs in its own venv (``make oracle``) with recorders in place of the ca
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -242,3 +243,45 @@ def test_ddf_mosaic_through_stepcab_run_as_stimela_runs_it(tmp_path):
     assert [c[0] for c in mine] == [c[0] for c in theirs]
     for index, (a, b) in enumerate(zip(mine, theirs)):
         assert a == b, index
+
+
+# ------------------------------------------------------------------- dynamic schema (quartical)
+QUARTICAL = """\
+_include:
+  - (cultcargo)quartical.yml
+cal:
+  steps:
+    solve:
+      cab: quartical
+      params: {input_ms.path: a.ms, solver.terms: [K, G], K.type: delay, K.direction_dependent: true,
+               G.time_interval: 4, G: {freq_interval: 2}}
+"""
+
+
+@pytest.fixture(scope="module")
+def quartical(tmp_path_factory) -> tuple:
+    """``(spec, calls)``: the quartical recipe and what Stimela 2.1.4 runs for it (run once)."""
+    _corpus_or_fail()
+    if importlib.util.find_spec("cultcargo") is None:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("cult-cargo is not installed")
+    tmp_path = tmp_path_factory.mktemp("quartical")
+    path = tmp_path / "quartical.yml"
+    path.write_text(QUARTICAL)
+    spec = {"files": [str(path)], "recipe": "cal", "executables": ["goquartical"], "dirs": ["a.ms"]}
+    return spec, stimela_calls(tmp_path / "oracle", spec)
+
+
+def test_quartical_term_params_are_planned_as_stimela_runs_them(quartical, tmp_path):
+    """The hook's ``K.*``/``G.*`` params (given, nested ``G: {...}``, and the defaults it brings)
+    reach the command line in Stimela's order."""
+    spec, calls = quartical
+    (step,) = planned(spec["files"], "cal", {}, str(tmp_path))
+    assert step.argv == calls[0]
+    assert {"K.type=delay", "K.direction_dependent=True", "G.time_interval=4", "G.freq_interval=2",
+            "G.type=complex"} <= set(step.argv)
+
+
+@pytest.mark.airflow
+def test_quartical_term_params_through_stepcab_run(quartical, tmp_path):
+    spec, calls = quartical
+    assert stepcab_run_calls(tmp_path / "ours", spec, "--backend", "native") == calls

@@ -11,6 +11,7 @@ Nothing here does I/O; recipes are not modified (values are copied).
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import field
 from typing import Any, Iterator, Mapping, Optional
@@ -494,6 +495,9 @@ class Resolver:
                 self._after_step(recipe, label, rec, ns, previous, steps_ns, params, assigned, key_path, lv)
                 continue
             values = evaluate_params(raw, ns, allow_io=self.allow_io)
+            if step.cab is not None and step.cab.dynamic_schema:
+                step, values = self._dynamic_schema(step, values, ns, skey)
+                cargo = step.cab
             if self.cwd is not None and step.cab is not None:
                 from .paths import normalise_params
                 values = normalise_params(cargo.schema, values, self.cwd, resolve=self.resolve_links,
@@ -532,6 +536,40 @@ class Resolver:
             previous = NS(outs)
             steps_ns[label] = previous
             self._after_step(recipe, label, rec, ns, previous, steps_ns, params, assigned, key_path, lv)
+
+    def _dynamic_schema(self, step: Step, values: dict, ns: dict, key_path: str) -> tuple[Step, dict]:
+        """A ``dynamic_schema`` cab's step as Stimela prevalidates it: the hook runs with the values
+        known now (:func:`.dynamic_schema.apply_dynamic_schema`), the params are flattened with the
+        schema it returns (``K: {type: delay}`` → ``K.type``) and the parameters it adds get their
+        defaults and implicit values. Returns a copy of ``step`` holding that cab (what the argv,
+        validation and outputs use) and the values; a hook that can't run here changes nothing
+        (validation warns, once per cab)."""
+        from .dynamic_schema import DynamicSchemaUnavailable, apply_dynamic_schema, flatten_params
+        from .errors import RecipeError
+        from .validate import contains_deferred
+        known = {k: v for k, v in values.items() if not _contains_unresolved(v)}
+        try:
+            cab = apply_dynamic_schema(step.cab, known)
+        except DynamicSchemaUnavailable:
+            return step, values
+        except RecipeError as exc:
+            if len(known) == len(values):  # else it may fail only for want of a run-time value
+                self.problems.extend(exc.problems)
+            return step, values
+        flat, locs = flatten_params(values, cab.schema, step.param_locs)
+        current = NS(flat)
+        for name, raw in self._defaults(cab, {}).items():
+            if name not in current:
+                current[name] = evaluate(raw, dict(ns, current=current), allow_io=self.allow_io)
+        if self.target is None and any(contains_deferred(v) for v in step.params.values()):
+            for name in current:  # validation could not tell yet: it waited for these values
+                if name not in cab.schema and len(known) == len(values):
+                    self.problems.error(locs.get(name) or step.loc, f"{key_path}.params.{name}",
+                                        f"unknown parameter '{name}': the dynamic schema of cab '{cab.name}' "
+                                        "does not add it for these values", "unknown-param")
+        new = copy.copy(step)
+        new.cab, new.param_locs = cab, locs
+        return new, dict(current)
 
     def _after_step(self, recipe: Recipe, label: str, rec: NS, ns: dict, previous: Mapping, steps_ns: NS,
                     params: dict, assigned: Any, key_path: str, loop_var: Optional[str]) -> None:
