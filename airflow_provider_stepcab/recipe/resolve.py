@@ -17,6 +17,7 @@ from dataclasses import field
 from typing import Any, Iterator, Mapping, Optional
 
 from .aliases import implicit_aliases
+from .data import is_data
 from .errors import FormulaError, Loc, Problems
 from .model import UNSET, Recipe, Step
 from .records import record
@@ -45,24 +46,6 @@ class Unresolved:
 
     def __hash__(self) -> int:
         return hash((str(self.text), self.reason))
-
-
-class Literal:
-    """A value that is data, never a formula or a substitution (trigger-time values: the run conf
-    and the trigger form). :func:`evaluate` returns ``value`` unchanged."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any):
-        self.value = value
-
-    def __repr__(self) -> str:
-        return f"Literal({self.value!r})"
-
-    def __eq__(self, other: Any) -> bool:
-        return isinstance(other, Literal) and other.value == self.value
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 class NS(dict):
@@ -220,10 +203,9 @@ def _deferred(value: Any) -> bool:
 
 
 def evaluate(value: Any, ns: Mapping, *, allow_io: bool = False) -> Any:
-    """Evaluate a value as written, or return :class:`Unresolved` when it depends on run time."""
-    if isinstance(value, Literal):
-        return value.value
-    if isinstance(value, Unresolved) or not _deferred(value):
+    """Evaluate a value as written, or return :class:`Unresolved` when it depends on run time.
+    Data (:func:`.data.is_data`: trigger-time values) is returned as it is."""
+    if isinstance(value, Unresolved) or not _deferred(value) or is_data(value):
         return value
     if not allow_io and _has_runtime_funcs(value):
         return Unresolved(value, "uses the filesystem (GLOB/EXISTS): evaluated at run time")
@@ -262,7 +244,7 @@ def evaluate_params(raw: Mapping[str, Any], base_ns: Mapping[str, Any], *, allow
         busy.add(name)
         value = raw[name]
         try:
-            refs = references(value) if not isinstance(value, Literal) and _deferred(value) else set()
+            refs = references(value) if _deferred(value) and not is_data(value) else set()
         except FormulaError:
             refs = set()
         for ref in refs:
@@ -298,7 +280,7 @@ class Resolver:
     :param target: stop after the cab step at this path (run time: one task resolves one step).
     :param loop_index: with ``target``, the iteration of the (outermost) loop on its path.
     :param step_params: ``step_params(path, cargo) -> dict`` values merged last into a step's
-        params (trigger-time overrides: :class:`Literal` data).
+        params (trigger-time overrides: data, :func:`.data.as_data`).
     :param tag_skips: a ``never`` tag skips the step (off at run time, where step selection —
         which can pick a ``never`` step — is applied apart).
     :param fetch: ``fetch(path, loop_index) -> Mapping`` the values of an earlier cab step that
@@ -600,7 +582,7 @@ def resolve_recipe(recipe: Recipe, config_tree: Any, params: Optional[Mapping[st
     2.1.4 evaluates them (:class:`Resolver`).
 
     :param params: recipe inputs, or ``label.param`` values for steps (as on the command line);
-        :class:`Literal` values are taken as data.
+        :func:`.data.as_data` values are taken as data.
     :param problems: receives missing parameters, unknown names, assign_based_on failures.
     :param allow_io: evaluate ``GLOB``/``EXISTS`` (run time) instead of deferring them.
     :param step_outputs: fqname → values of steps that already ran (run time).
