@@ -12,6 +12,7 @@ Stimela runs in its own venv (``make oracle``) with recorders in place of the ca
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -219,3 +220,68 @@ def test_patterns_through_stepcab_run(tmp_path):
         spec = {"files": [str(PATTERNS / name)], "recipe": rows[0][1], "executables": ["echo"]}
         calls = stepcab_run_calls(tmp_path / name, spec)
         assert calls == [r[3].split(" ", 1) for r in rows], name
+@pytest.mark.airflow
+def test_ddf_mosaic_through_stepcab_run_as_stimela_runs_it(tmp_path):
+    _corpus_or_fail()
+    recipe_file = mosaic_copy(tmp_path / "recipes")
+    spec = {"files": [str(recipe_file)], "recipe": "mosaic", "params": {"obs": "M2", "dir_out": "mos2"},
+            "executables": ["DDF.py", "kMS.py", "MakeModel.py", "cp", "breizorro", "goquartical"],
+            "venvs": [".venv/ddf"], "dirs": [f"../{m}" for m in MS_LIST],
+            "touch": ["m2-ds9.reg", "mos2/ClusterCat.npy"],
+            "creates": {"DDF.py": {"--Output-Name": ["{}.app.restored.fits", "{}.dirty.fits", "{}.DicoModel"]},
+                        "breizorro": {"--outfile": ["{}"]}}}
+    spec_file, out_file = tmp_path / "spec.json", tmp_path / "out.json"
+    spec_file.write_text(json.dumps(spec))
+    subprocess.run([_oracle_python(), str(ORACLE), str(spec_file), str(out_file)], check=True, timeout=600)
+    oracle = json.loads(out_file.read_text())
+    assert oracle["rc"] == 0, oracle["log"][-3000:]
+    ours = stepcab_run_calls(tmp_path / "ours", spec, "--backend", "native")
+    token = lambda calls, root: [[a.replace(root, "<scratch>") for a in c] for c in calls]  # noqa: E731
+    theirs = token(oracle["calls"], oracle["scratch"])
+    mine = token(ours, str(tmp_path / "ours"))
+    assert len(theirs) == 10
+    assert [c[0] for c in mine] == [c[0] for c in theirs]
+    for index, (a, b) in enumerate(zip(mine, theirs)):
+        assert a == b, index
+
+
+# ------------------------------------------------------------------- dynamic schema (quartical)
+QUARTICAL = """\
+_include:
+  - (cultcargo)quartical.yml
+cal:
+  steps:
+    solve:
+      cab: quartical
+      params: {input_ms.path: a.ms, solver.terms: [K, G], K.type: delay, K.direction_dependent: true,
+               G.time_interval: 4, G: {freq_interval: 2}}
+"""
+
+
+@pytest.fixture(scope="module")
+def quartical(tmp_path_factory) -> tuple:
+    """``(spec, calls)``: the quartical recipe and what Stimela 2.1.4 runs for it (run once)."""
+    _corpus_or_fail()
+    if importlib.util.find_spec("cultcargo") is None:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("cult-cargo is not installed")
+    tmp_path = tmp_path_factory.mktemp("quartical")
+    path = tmp_path / "quartical.yml"
+    path.write_text(QUARTICAL)
+    spec = {"files": [str(path)], "recipe": "cal", "executables": ["goquartical"], "dirs": ["a.ms"]}
+    return spec, stimela_calls(tmp_path / "oracle", spec)
+
+
+def test_quartical_term_params_are_planned_as_stimela_runs_them(quartical, tmp_path):
+    """The hook's ``K.*``/``G.*`` params (given, nested ``G: {...}``, and the defaults it brings)
+    reach the command line in Stimela's order."""
+    spec, calls = quartical
+    (step,) = planned(spec["files"], "cal", {}, str(tmp_path))
+    assert step.argv == calls[0]
+    assert {"K.type=delay", "K.direction_dependent=True", "G.time_interval=4", "G.freq_interval=2",
+            "G.type=complex"} <= set(step.argv)
+
+
+@pytest.mark.airflow
+def test_quartical_term_params_through_stepcab_run(quartical, tmp_path):
+    spec, calls = quartical
+    assert stepcab_run_calls(tmp_path / "ours", spec, "--backend", "native") == calls

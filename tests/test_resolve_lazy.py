@@ -75,3 +75,44 @@ def test_lazy_params_behave_like_a_dict():
     assert json.loads(json.dumps(R.plain({"p": R.LazyParams(lambda: {"x": 1})}))) == {"p": {"x": 1}}
     assert pickle.loads(pickle.dumps(R.LazyParams(lambda: {"x": 1}))) == {"x": 1}
     assert dict(R.LazyParams(lambda: None)) == {}
+
+
+DATA = """\
+cabs:
+  say:
+    command: echo
+    inputs:
+      text: {dtype: str, policies: {positional: true}}
+      more: {dtype: "List[str]", policies: {positional: true}}
+inner:
+  inputs:
+    msg: {dtype: str}
+  steps:
+    said: {cab: say, params: {text: =recipe.msg}}
+outer:
+  inputs:
+    msg: {dtype: str}
+  steps:
+    echo: {cab: say, params: {text: "{recipe.msg}"}}
+    nested: {recipe: inner, params: {msg: =recipe.msg}}
+"""
+
+
+def test_trigger_values_stay_data_through_the_resolver(tmp_path):
+    """One marker for trigger-time data (``as_data``): a recipe input or a step param given so is
+    never evaluated, also where recipe formulas pass it on (``=recipe.msg`` into a nested recipe)."""
+    from airflow_provider_stepcab.recipe.data import as_data
+    from airflow_provider_stepcab.recipe.resolve import resolve_recipe
+
+    path = tmp_path / "data.yml"
+    path.write_text(DATA)
+    recipe, loaded = load_recipe(str(path), "outer")
+    secret = "{config.run.env.SECRET}"
+    given = {"msg": as_data(secret), "echo.more": as_data(["=recipe.msg", secret])}
+    steps = resolve_recipe(recipe, loaded.tree, given, config_ns={"run": {"env": {"SECRET": "s3cr3t"}}},
+                           allow_io=True)
+    assert [(s.fqname, s.params["text"]) for s in steps] == [("outer.echo", secret), ("outer.nested.said", secret)]
+    assert steps[0].params["more"] == ["=recipe.msg", secret]
+    plain = resolve_recipe(recipe, loaded.tree, {"msg": secret}, config_ns={"run": {"env": {"SECRET": "s3cr3t"}}},
+                           allow_io=True)
+    assert plain[1].params["text"] == "s3cr3t"  # the same text written in the recipe is substituted

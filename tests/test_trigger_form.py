@@ -116,3 +116,33 @@ def test_nothing_optional_is_required_in_the_example_recipes():
         needed = {name for name, _ in required_unset(recipe)}
         required = {name for name, (req, _) in form(dag).items() if req}
         assert required == needed, dag.dag_id
+
+
+UNTYPED = """\
+cabs:
+  say: {command: echo, inputs: {n: {policies: {positional: true}}}}
+mosaic:
+  inputs:
+    ncpu: {info: Number of CPUs to use, default: 64, aliases: [say.n]}
+    label: {dtype: str, default: 64}
+    note: {info: "untyped, without default"}
+  steps:
+    say: {cab: say}
+"""
+
+
+def test_untyped_input_with_an_int_default_is_accepted_as_the_recipe_accepts_it(tmp_path):
+    """ddf-mosaic's ``ncpu: {default: 64}`` has no dtype (Stimela: ``str``, which takes numbers and
+    booleans too): the run with the default, and a conf giving a number, text or boolean, validate."""
+    from airflow.exceptions import ParamValidationError
+
+    path = tmp_path / "mosaic.yml"
+    path.write_text(UNTYPED)
+    params = served(only_dag(path)).params
+    assert form(only_dag(path))["ncpu"] == (False, 64)
+    assert params.validate()["ncpu"] == 64
+    for value in (32, "32", 1.5, True, None):  # a run conf, checked as the API checks it
+        assert params.deep_merge({"note": value, "ncpu": value}).validate()["note"] == value
+    assert params.get_param("label").resolve(raises=True) == 64  # dtype str, default 64: valid
+    with pytest.raises(ParamValidationError):
+        params.deep_merge({"note": [1, 2]}).validate()  # the recipe refuses a list for a str input too

@@ -25,7 +25,10 @@ whatever their category). Every other param allows ``null`` ("not given"):
 - an optional input without default gets ``None``;
 - the control params below (an empty ``select`` means every step).
 
-The schema: ``type``/``items``/... from ``dtype.json_schema()``; ``enum`` from ``choices``
+The schema: ``type``/``items``/... from ``dtype.json_schema()`` — an input without ``dtype``
+(Stimela's ``str``, which also takes numbers and booleans, as text) accepts
+:data:`UNTYPED_JSON_TYPES`, and a literal default the dtype accepts is always valid
+(``ncpu: {default: 64}`` untyped, or ``dtype: str`` with ``default: 64``); ``enum`` from ``choices``
 (``items.enum`` from ``element_choices`` for lists); ``description`` from ``info``; ``title`` is
 the input name.
 
@@ -75,6 +78,11 @@ CONTROL_PARAMS: dict[str, tuple[Any, dict, str]] = {
 #: input categories left out of the trigger form unless the input is required (see above)
 FORM_HIDDEN_CATEGORIES = frozenset({"Obscure", "Hidden"})
 _FALLBACK_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
+#: what an untyped input (Stimela's dtype ``str``) accepts: text, and numbers and booleans, which
+#: Stimela (pydantic v1) turns into text; Airflow 3.3's form shows a field taking JSON or text
+UNTYPED_JSON_TYPES = ("string", "integer", "number", "boolean")
+_JSON_TYPE_OF = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), (list, "array"),
+                 (dict, "object"))
 
 
 def is_computed(value: Any) -> bool:
@@ -111,11 +119,32 @@ def json_schema_for(param: Parameter) -> dict:
             schema = {}
     elif param.dtype_str in _FALLBACK_TYPES:
         schema = {"type": _FALLBACK_TYPES[param.dtype_str]}
+    if "dtype" not in param.given_fields and param.dtype_str == "str" and schema.get("type") == "string":
+        schema["type"] = list(UNTYPED_JSON_TYPES)
     if param.choices:
         schema["enum"] = [_literal(c) for c in param.choices]
     if param.element_choices and schema.get("type") == "array":
         schema["items"] = {**schema.get("items", {}), "enum": [_literal(c) for c in param.element_choices]}
     return schema
+
+
+def _admitting(schema: dict, param: Parameter, default: Any) -> dict:
+    """``schema`` with the JSON type of ``default`` added when the input's dtype accepts that value
+    (a ``dtype: str`` input with ``default: 64``: Stimela passes ``"64"``), so the form's own
+    validation does not refuse the recipe's default."""
+    kind = next((name for cls, name in _JSON_TYPE_OF if isinstance(default, cls)), None)
+    types = schema.get("type")
+    if kind is None or types is None or "enum" in schema:
+        return schema
+    types = types if isinstance(types, list) else [types]
+    if kind in types or (kind == "integer" and "number" in types):
+        return schema
+    try:
+        if param.dtype is not None:
+            param.dtype.validate(default)
+    except (ValueError, TypeError):
+        return schema
+    return {**schema, "type": [*types, kind]}
 
 
 def _nullable(schema: dict) -> dict:
@@ -154,7 +183,7 @@ def param_spec(name: str, param: Parameter, recipe_default: Any = UNSET, *, need
         pass  # no default, no null: the trigger form requires a value
     elif default is not UNSET and default is not None and not is_computed(default):
         spec["default"] = _literal(default)
-        schema = _nullable(schema)  # left empty: the recipe's own default applies
+        schema = _nullable(_admitting(schema, param, spec["default"]))  # left empty: the recipe's own default applies
     else:
         spec["default"] = None
         schema = _nullable(schema)

@@ -78,12 +78,13 @@ def prepare_outputs(out: Any) -> None:
 
 def finalize_outputs(out: Any) -> None:
     """After a successful run: implicit outputs, dtypes, required outputs, ``must_exist``."""
+    from airflow_provider_stepcab.recipe.resolve import NS
     from airflow_provider_stepcab.recipe.validate import check_value
 
     problems = Problems()
     for name, p in out.cab.outputs.items():
-        if p.implicit is not UNSET and p.implicit is not None:
-            value = evaluate(p.implicit, {**out.ns, "current": out.params})
+        if p.implicit is not UNSET and p.implicit is not None:  # NS: ``current.Output.Name`` reaches "Output.Name"
+            value = evaluate(p.implicit, {**out.ns, "current": NS(out.params)})
             if value is not UNSET:
                 out.params[name] = value
         value = out.params.get(name, UNSET)

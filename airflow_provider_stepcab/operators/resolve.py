@@ -129,11 +129,9 @@ from airflow_provider_stepcab.recipe.resolve import LazyNS as LazyParams  # noqa
 
 
 def trigger_values(recipe: Any, given: dict) -> dict:
-    """Recipe params given at trigger time as data (:class:`~..recipe.resolve.Literal`): never
+    """Recipe params given at trigger time as data (:func:`~..recipe.data.as_data`): never
     substituted or evaluated. A value equal to the recipe's own default (what the trigger form
     shows) is the recipe's, so it is left out and the default applies as written."""
-    from airflow_provider_stepcab.recipe.resolve import Literal
-
     out = {}
     for name, value in given.items():
         schema = recipe.inputs.get(name) or recipe.outputs.get(name)
@@ -141,7 +139,7 @@ def trigger_values(recipe: Any, given: dict) -> dict:
             continue
         if schema is not None and name in (recipe.defaults or {}) and plain(recipe.defaults[name]) == value:
             continue
-        out[name] = value if isinstance(value, Literal) else Literal(as_data(value))
+        out[name] = as_data(value)
     return out
 
 
@@ -174,12 +172,12 @@ def resolve(*, recipe: Any, loaded: Any, step_path: tuple, recipe_params: dict, 
     :param run_values: extra ``config.run`` values (:func:`dag_run_values`).
     :raises RecipeError|FormulaError|ValueError: with the step and parameter named.
     """
-    from airflow_provider_stepcab.recipe.resolve import Literal, Resolver, Unresolved
+    from airflow_provider_stepcab.recipe.resolve import Resolver, Unresolved
 
     config = config_namespace(getattr(loaded, "tree", None), run_values)
     skip_reason = _selection(recipe, step_path, overrides)  # known before any formula: resolve leniently
     problems = Problems()
-    step_params = lambda path, cargo: {k: Literal(as_data(v)) for k, v in overrides.params_for(path, cargo).items()}  # noqa: E731
+    step_params = lambda path, cargo: {k: as_data(v) for k, v in overrides.params_for(path, cargo).items()}  # noqa: E731
     res = Resolver(getattr(loaded, "tree", None), problems, allow_io=True, target=tuple(step_path),
                    loop_index=loop_index, step_params=step_params, config_ns=config,
                    cwd=str(workdir.path), resolve_links=True, fetch=StepFetcher(fetch), tag_skips=False)

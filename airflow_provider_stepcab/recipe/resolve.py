@@ -11,11 +11,13 @@ Nothing here does I/O; recipes are not modified (values are copied).
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import field
 from typing import Any, Iterator, Mapping, Optional
 
 from .aliases import implicit_aliases
+from .data import is_data
 from .errors import FormulaError, Loc, Problems
 from .model import UNSET, Recipe, Step
 from .records import record
@@ -44,24 +46,6 @@ class Unresolved:
 
     def __hash__(self) -> int:
         return hash((str(self.text), self.reason))
-
-
-class Literal:
-    """A value that is data, never a formula or a substitution (trigger-time values: the run conf
-    and the trigger form). :func:`evaluate` returns ``value`` unchanged."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any):
-        self.value = value
-
-    def __repr__(self) -> str:
-        return f"Literal({self.value!r})"
-
-    def __eq__(self, other: Any) -> bool:
-        return isinstance(other, Literal) and other.value == self.value
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 class NS(dict):
@@ -219,10 +203,9 @@ def _deferred(value: Any) -> bool:
 
 
 def evaluate(value: Any, ns: Mapping, *, allow_io: bool = False) -> Any:
-    """Evaluate a value as written, or return :class:`Unresolved` when it depends on run time."""
-    if isinstance(value, Literal):
-        return value.value
-    if isinstance(value, Unresolved) or not _deferred(value):
+    """Evaluate a value as written, or return :class:`Unresolved` when it depends on run time.
+    Data (:func:`.data.is_data`: trigger-time values) is returned as it is."""
+    if isinstance(value, Unresolved) or not _deferred(value) or is_data(value):
         return value
     if not allow_io and _has_runtime_funcs(value):
         return Unresolved(value, "uses the filesystem (GLOB/EXISTS): evaluated at run time")
@@ -261,7 +244,7 @@ def evaluate_params(raw: Mapping[str, Any], base_ns: Mapping[str, Any], *, allow
         busy.add(name)
         value = raw[name]
         try:
-            refs = references(value) if not isinstance(value, Literal) and _deferred(value) else set()
+            refs = references(value) if _deferred(value) and not is_data(value) else set()
         except FormulaError:
             refs = set()
         for ref in refs:
@@ -297,7 +280,7 @@ class Resolver:
     :param target: stop after the cab step at this path (run time: one task resolves one step).
     :param loop_index: with ``target``, the iteration of the (outermost) loop on its path.
     :param step_params: ``step_params(path, cargo) -> dict`` values merged last into a step's
-        params (trigger-time overrides: :class:`Literal` data).
+        params (trigger-time overrides: data, :func:`.data.as_data`).
     :param tag_skips: a ``never`` tag skips the step (off at run time, where step selection —
         which can pick a ``never`` step — is applied apart).
     :param fetch: ``fetch(path, loop_index) -> Mapping`` the values of an earlier cab step that
@@ -494,6 +477,9 @@ class Resolver:
                 self._after_step(recipe, label, rec, ns, previous, steps_ns, params, assigned, key_path, lv)
                 continue
             values = evaluate_params(raw, ns, allow_io=self.allow_io)
+            if step.cab is not None and step.cab.dynamic_schema:
+                step, values = self._dynamic_schema(step, values, ns, skey)
+                cargo = step.cab
             if self.cwd is not None and step.cab is not None:
                 from .paths import normalise_params
                 values = normalise_params(cargo.schema, values, self.cwd, resolve=self.resolve_links,
@@ -533,6 +519,40 @@ class Resolver:
             steps_ns[label] = previous
             self._after_step(recipe, label, rec, ns, previous, steps_ns, params, assigned, key_path, lv)
 
+    def _dynamic_schema(self, step: Step, values: dict, ns: dict, key_path: str) -> tuple[Step, dict]:
+        """A ``dynamic_schema`` cab's step as Stimela prevalidates it: the hook runs with the values
+        known now (:func:`.dynamic_schema.apply_dynamic_schema`), the params are flattened with the
+        schema it returns (``K: {type: delay}`` → ``K.type``) and the parameters it adds get their
+        defaults and implicit values. Returns a copy of ``step`` holding that cab (what the argv,
+        validation and outputs use) and the values; a hook that can't run here changes nothing
+        (validation warns, once per cab)."""
+        from .dynamic_schema import DynamicSchemaUnavailable, apply_dynamic_schema, flatten_params
+        from .errors import RecipeError
+        from .validate import contains_deferred
+        known = {k: v for k, v in values.items() if not _contains_unresolved(v)}
+        try:
+            cab = apply_dynamic_schema(step.cab, known)
+        except DynamicSchemaUnavailable:
+            return step, values
+        except RecipeError as exc:
+            if len(known) == len(values):  # else it may fail only for want of a run-time value
+                self.problems.extend(exc.problems)
+            return step, values
+        flat, locs = flatten_params(values, cab.schema, step.param_locs)
+        current = NS(flat)
+        for name, raw in self._defaults(cab, {}).items():
+            if name not in current:
+                current[name] = evaluate(raw, dict(ns, current=current), allow_io=self.allow_io)
+        if self.target is None and any(contains_deferred(v) for v in step.params.values()):
+            for name in current:  # validation could not tell yet: it waited for these values
+                if name not in cab.schema and len(known) == len(values):
+                    self.problems.error(locs.get(name) or step.loc, f"{key_path}.params.{name}",
+                                        f"unknown parameter '{name}': the dynamic schema of cab '{cab.name}' "
+                                        "does not add it for these values", "unknown-param")
+        new = copy.copy(step)
+        new.cab, new.param_locs = cab, locs
+        return new, dict(current)
+
     def _after_step(self, recipe: Recipe, label: str, rec: NS, ns: dict, previous: Mapping, steps_ns: NS,
                     params: dict, assigned: Any, key_path: str, loop_var: Optional[str]) -> None:
         """After a step: the recipe's assignments again, and recipe outputs its values provide."""
@@ -562,7 +582,7 @@ def resolve_recipe(recipe: Recipe, config_tree: Any, params: Optional[Mapping[st
     2.1.4 evaluates them (:class:`Resolver`).
 
     :param params: recipe inputs, or ``label.param`` values for steps (as on the command line);
-        :class:`Literal` values are taken as data.
+        :func:`.data.as_data` values are taken as data.
     :param problems: receives missing parameters, unknown names, assign_based_on failures.
     :param allow_io: evaluate ``GLOB``/``EXISTS`` (run time) instead of deferring them.
     :param step_outputs: fqname → values of steps that already ran (run time).

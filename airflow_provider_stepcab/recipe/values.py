@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Optional
 
+from .data import is_data
 from .errors import FormulaError
 from .formula import evaluate_formula
 from .model import UNSET
@@ -39,11 +40,14 @@ def evaluate_value(value: Any, ns: Any, *, cwd: Optional[str] = None, log: Any =
     * a string containing ``{`` → substituted;
     * a list/tuple/dict → evaluated element-wise (values only, not keys); an element
       evaluating to UNSET is an error, as in Stimela;
-    * anything else is returned unchanged.
+    * data (a trigger-time :class:`~.data.ConfValue`, see :func:`~.data.is_data`) and anything
+      else are returned unchanged.
 
     :raises FormulaError: (or its subclass :class:`MissingNameError`) on any failure.
     """
     if isinstance(value, str):
+        if is_data(value):
+            return value
         if value.startswith("="):
             if value.startswith("=="):
                 return substitute(value[1:], ns)
