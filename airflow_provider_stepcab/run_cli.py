@@ -405,6 +405,9 @@ def run_dag(dag_file: Path, conf: dict, logs: Any) -> tuple:
     dag = next(iter(bag.dags.values()))
     from airflow_provider_stepcab.run_logs import Progress
 
+    from airflow_provider_stepcab.run_execution_api import prebuild
+
+    prebuild()
     progress = Progress(total=len(dag.tasks))
     logs.write(None, f"running DAG {dag.dag_id} ({len(dag.tasks)} tasks)")
     with _task_hooks(logs, progress, _task_step_paths(dag)):
