@@ -6,7 +6,8 @@
 
 Stimela 2.1.4's options, with its meanings (docs/cli.md has the side-by-side table):
 ``-s/--step``, ``-k/--skip-step``, ``-t/--tags``, ``--skip-tags``, ``-e/--enable-step``
-(:mod:`.recipe.selection`), ``-f/-F`` (disable ``skip_if_outputs``), ``-c X.Y.Z=VALUE``,
+(:mod:`.recipe.selection`), ``-f/-F`` (``opts.disable_skips.fresh/exist``: ignore
+``skip_if_outputs``), ``-c X.Y.Z=VALUE``,
 ``-C X.Y.Z VALUE``, ``-a PARAM VALUE``, ``-pf FILE``, ``-l``, ``-d``, ``-p DEPTH``,
 ``-N/-S/-K/--slurm``. Ours: ``-p NAME=VALUE`` (a ``-p`` value with ``=`` is a parameter, an
 integer is Stimela's profiling depth), ``-r/--recipe``, ``-b/--backend`` (overrides every
@@ -175,7 +176,7 @@ def collect_params(args: argparse.Namespace, positional: dict) -> tuple[dict, in
 
 
 def config_settings(args: argparse.Namespace) -> dict:
-    """``-c``/``-C``/``-N``/``-S``/``-K``/``--slurm`` as a nested config tree (later wins)."""
+    """``-c``/``-C``/``-N``/``-S``/``-K``/``--slurm``/``-f``/``-F`` as a nested config tree (later wins)."""
     tree: dict = {}
 
     def put(dotted: str, value: Any) -> None:
@@ -202,6 +203,10 @@ def config_settings(args: argparse.Namespace) -> dict:
             break
     if args.slurm:
         put("opts.backend.slurm.enable", True)
+    if args.disable_fresh_skips:  # Stimela sets the same config settings
+        put("opts.disable_skips.fresh", True)
+    if args.disable_exist_skips:
+        put("opts.disable_skips.exist", True)
     return tree
 
 
@@ -485,8 +490,6 @@ def prepare(argv: Sequence[str] | None) -> dict:
         name = args.recipe_name
     if not files:
         raise UsageError("no recipe file given")
-    if args.disable_fresh_skips or args.disable_exist_skips:
-        raise UsageError("-f/-F (ignore skip_if_outputs) are not supported yet by the DAG's run conf")
     params, depth = collect_params(args, positional)
     home = Path(args.airflow_home or os.environ.get("STEPCAB_AIRFLOW_HOME") or DEFAULT_HOME).absolute()
     recipe_file = recipe_file_for(files, config_settings(args), home)

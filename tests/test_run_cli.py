@@ -15,6 +15,7 @@ import pytest
 from stimela_run import SELECTION_RECIPE, ran_names, ran_paths, stimela_run
 
 ROOT = Path(__file__).resolve().parents[1]
+SKIPS_RECIPE = ROOT / "tests" / "data" / "cli" / "skips.yml"
 
 
 def stepcab_run(workdir: Path, *args: str, home: Path) -> subprocess.CompletedProcess:
@@ -71,3 +72,25 @@ def test_name_value_and_dash_p_agree(tmp_path):
         if name == "dash-p":
             assert "profiling results" in proc.stderr  # -p 3 is Stimela's profiling depth
     assert outputs == ["alpha\nbeta\n"] * 3
+
+
+def _outputs_already_there(workdir: Path) -> Path:
+    """The state tests/data/cli/skips.yml expects: exist.txt there, fresh.txt newer than input.txt."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "input.txt").write_text("in\n")
+    os.utime(workdir / "input.txt", (1_500_000_000, 1_500_000_000))
+    (workdir / "exist.txt").write_text("x\n")
+    (workdir / "fresh.txt").write_text("y\n")
+    return workdir
+
+
+@pytest.mark.parametrize("args", [["-F"], ["-f"], ["-e", "exist"]],
+                         ids=["disable-exist-skips", "disable-fresh-skips", "enable-step-clears-skip-if-outputs"])
+def test_skip_if_outputs_options_as_stimela(args, tmp_path):
+    """-f/-F switch off skip_if_outputs: fresh/exist, and -e runs a step whose outputs exist."""
+    oracle = stimela_run(_outputs_already_there(tmp_path / "stimela"), *args, recipe=SKIPS_RECIPE)
+    ours = stepcab_run(_outputs_already_there(tmp_path / "stepcab"), str(SKIPS_RECIPE), "-N", *args,
+                       home=tmp_path / "home")
+    assert ours.returncode == oracle.returncode == 0, ours.stderr[-3000:]
+    assert ran_names(tmp_path / "stepcab") == ran_names(tmp_path / "stimela")
+    assert len(ran_names(tmp_path / "stepcab")) == 2  # `always` and the step the option lets run

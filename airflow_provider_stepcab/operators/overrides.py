@@ -11,7 +11,8 @@ The conf shape, everything optional::
           "params": {"<param>": value},         # replaces the value written in the recipe
           "backend": {"select": "native", ...}, # only what the policy allows: select among the
                                                 # backends the files allow, resource knobs within limits
-          "skip": true                          # force-skip (false: force-run a skip: true step)
+          "skip": true                          # force-skip (false: run it whatever its skip and
+                                                # skip_if_outputs say, as Stimela's -e unskip)
         }
       },
       "select": ["cal", "image.*"],             # run only these steps (and their sub-steps)

@@ -255,9 +255,19 @@ def resolve(*, recipe: Any, loaded: Any, step_path: tuple, recipe_params: dict, 
         return out
     validate_inputs(out)
     _choose_backend(out, out.chain, overrides.backend_for(tuple(step_path)), backend_pref, available)
-    if step.skip_if_outputs:
+    if _checks_outputs(step.skip_if_outputs, forced, getattr(loaded, "tree", None)):
         out.skip_reason = outputs_ready(out, fresh=step.skip_if_outputs == "fresh")
     return out
+
+
+def _checks_outputs(mode: Optional[str], forced: Optional[bool], tree: Any) -> bool:
+    """Whether ``skip_if_outputs: mode`` is checked, as Stimela 2.1.4 does: not for a step forced
+    to run (``conf.steps.<step>.skip: false``, Stimela's unskip: ``-e``, ``-s STEP``), nor when
+    ``opts.disable_skips.<mode>`` is set (``stimela run -f`` sets ``fresh``, ``-F`` ``exist``)."""
+    if not mode or forced is False:
+        return False
+    disabled = ((tree or {}).get("opts") or {}).get("disable_skips") or {}
+    return not (isinstance(disabled, dict) and disabled.get(mode) is True)
 
 
 def _selection(recipe: Any, step_path: tuple, overrides: Any) -> Optional[str]:
