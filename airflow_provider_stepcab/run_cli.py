@@ -238,13 +238,9 @@ def build_conf(*, params: dict, backend: str | None, conf: dict, workdir: str,
             conf.pop(name, None)
         else:
             conf[name] = value
-    steps = conf.setdefault("steps", {}) if (backend or selection_conf) else conf.get("steps")
     if backend:
-        steps.setdefault("*", {}).setdefault("backend", {})["select"] = backend
-    if selection_conf:
-        conf["select"] = selection_conf["select"]
-        for key, entry in selection_conf["steps"].items():
-            steps.setdefault(key, {}).update(entry)
+        conf.setdefault("steps", {}).setdefault("*", {}).setdefault("backend", {})["select"] = backend
+    conf.update(selection_conf or {})
     conf.setdefault("stepcab_workdir", os.path.abspath(workdir))
     return conf
 
@@ -330,15 +326,12 @@ def selection_of(args: argparse.Namespace) -> Any:
                      skip_tags=tuple(args.skip_tags), enable_steps=tuple(args.enable_steps))
 
 
-def selection_conf(choice: Any) -> dict:
-    """The step choice as run conf: ``select`` lists every enabled step (so that no tag rule of the
-    DAG deselects it again) and ``steps.<path>.skip`` forces Stimela's skips and unskips."""
-    steps = {}
-    for path in choice.order:
-        forced = choice.forced_skip(path)
-        if forced is not None and (forced is False or choice.enabled.get(path[:-1], True)):
-            steps[".".join(path)] = {"skip": forced}
-    return {"select": [".".join(p) for p in choice.order if choice.enabled[p]], "steps": steps}
+def selection_conf(args: argparse.Namespace) -> dict:
+    """The step selection options as the run conf's lists: each task's operator applies them with
+    the same rules (:mod:`.recipe.selection`, through :mod:`.operators.overrides`)."""
+    lists = {"select": args.steps, "skip_steps": args.skip_steps, "tags": args.tags,
+             "skip_tags": args.skip_tags, "enable_steps": args.enable_steps}
+    return {key: list(value) for key, value in lists.items() if value}
 
 
 def describe_selection(recipe_name: str, choice: Any) -> list:
@@ -505,7 +498,7 @@ def prepare(argv: Sequence[str] | None) -> dict:
             raise SelectionFailed(str(exc)) from None
     conf = build_conf(params=params, backend=args.backend, conf=read_conf(args.conf),
                       workdir=args.workdir or os.getcwd(),
-                      selection_conf=selection_conf(choice) if choice is not None else None)
+                      selection_conf=selection_conf(args))
     return {"args": args, "home": home, "recipe_file": recipe_file, "result": result, "choice": choice,
             "conf": conf, "depth": depth}
 

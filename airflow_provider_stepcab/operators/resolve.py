@@ -271,17 +271,8 @@ def _checks_outputs(mode: Optional[str], forced: Optional[bool], tree: Any) -> b
 
 
 def _selection(recipe: Any, step_path: tuple, overrides: Any) -> Optional[str]:
-    """Why conf ``select``/``skip_steps``/tags deselect the step (tags of its ancestors count)."""
-    tags: set = set()
-    level = recipe
-    for label in step_path:
-        step = level.steps.get(label) if level is not None else None
-        if step is None:
-            break
-        tags |= set(step.tags or [])
-        level = step.recipe
-    ancestry = [tuple(step_path[:i + 1]) for i in range(len(step_path))]
-    return overrides.selection_skip(ancestry, tags)
+    """Why the run's step selection (conf ``select``/``skip_steps``/tags) deselects the step."""
+    return overrides.selection_skip(tuple(step_path))
 
 
 def _evaluate_tree(tree: Any, ns: dict) -> Any:
