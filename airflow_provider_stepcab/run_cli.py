@@ -392,9 +392,10 @@ def _profile(rows: list, depth: int) -> list:
 
 def run_dag(dag_file: Path, conf: dict, logs: Any) -> tuple:
     """``dag.test()`` of the DAG in ``dag_file`` with per-step log files and progress."""
-    from airflow_provider_stepcab.run_db import prepare_database
+    from airflow_provider_stepcab.run_db import fast_commits, prepare_database
 
     prepare_database(Path(os.environ["AIRFLOW_HOME"]))
+    fast_commits()
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(str(dag_file))
