@@ -22,9 +22,9 @@ selected, or ``-d``), 1 when it fails or the step selection names an unknown ste
 Stimela, which dies of the exception), 2 for a bad command line or a recipe that does not load.
 
 - ``AIRFLOW_HOME``: ``--airflow-home``, else ``$STEPCAB_AIRFLOW_HOME``, else ``./.stepcab/airflow``
-  (never the user's own ``$AIRFLOW_HOME``). Its ``dags/`` folder receives a small generated DAG
-  file; several files or config settings (``-c``, ``-C``, ``-N`` ...) become a generated recipe
-  file under ``recipes/`` that includes the given files and sets the config.
+  (never the user's own ``$AIRFLOW_HOME``). A small generated DAG file goes into a folder of its
+  own under ``dags/``; several files or config settings (``-c``, ``-C``, ``-N`` ...) become a
+  generated recipe file under ``recipes/`` that includes the given files and sets the config.
 - Working directory: the current directory; ``--workdir`` or ``stepcab_workdir`` in ``--conf``.
 
 Airflow is imported only when the run starts, after the environment is set.
@@ -356,9 +356,10 @@ def describe_selection(recipe_name: str, choice: Any) -> list:
 
 # --------------------------------------------------------------------------- Airflow
 
-def setup_environment(home: Path) -> Path:
-    """Point Airflow at ``home`` (SQLite, own dags folder, no examples); return the dags folder."""
-    dags = home / "dags"
+def setup_environment(home: Path, dag_name: str) -> Path:
+    """Point Airflow at ``home`` (SQLite, no examples) and at a dags folder ``home/dags/dag_name``
+    of the one DAG (``dag.test()`` parses the whole folder again); return the dags folder."""
+    dags = home / "dags" / dag_name
     dags.mkdir(parents=True, exist_ok=True)
     os.environ["AIRFLOW_HOME"] = str(home)
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
@@ -543,11 +544,11 @@ def _run(job: dict, recipe_name: str, logs: Any, started: float) -> int:
     if job["args"].dry_run:
         print("stepcab run: dry run was requested, exiting", file=sys.stderr)
         return 0
-    dags = setup_environment(job["home"])
     from airflow_provider_stepcab.dag_factory.naming import sanitize_id
 
     recipe_file = job["recipe_file"]
-    dag_file = dags / f"stepcab_run_{sanitize_id(Path(recipe_file).stem)}__{sanitize_id(recipe_name)}.py"
+    name = f"stepcab_run_{sanitize_id(Path(recipe_file).stem)}__{sanitize_id(recipe_name)}"
+    dag_file = setup_environment(job["home"], name) / f"{name}.py"
     text = DAG_FILE_TEMPLATE.format(recipe_file=recipe_file, recipe_name=recipe_name)
     if not dag_file.exists() or dag_file.read_text() != text:
         dag_file.write_text(text)
