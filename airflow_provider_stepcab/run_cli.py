@@ -452,6 +452,8 @@ class _task_hooks:
         def run_task(*, ti: Any, task: Any, **kwargs: Any) -> Any:
             label = ti.task_id if ti.map_index is None or ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
             self.lines = []
+            if self.progress.enabled:
+                self.progress.total = max(self.progress.total, _instances_of_run(ti))
             self.progress.start(label)
             try:
                 return self.original(ti=ti, task=task, **kwargs)
@@ -467,6 +469,17 @@ class _task_hooks:
         self.module._run_task = self.original
         if self.processors is not None and self._copy in self.processors:
             self.processors.remove(self._copy)
+
+
+def _instances_of_run(ti: Any) -> int:
+    """Task instances of ``ti``'s DAG run so far (a mapped loop adds its iterations when it expands)."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    with create_session() as session:
+        return int(session.scalar(select(func.count()).select_from(TaskInstance).where(
+            TaskInstance.dag_id == ti.dag_id, TaskInstance.run_id == ti.run_id)) or 0)
 
 
 def _task_step_paths(dag: Any) -> dict:
