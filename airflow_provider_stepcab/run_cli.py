@@ -6,7 +6,8 @@
 
 Stimela 2.1.4's options, with its meanings (docs/cli.md has the side-by-side table):
 ``-s/--step``, ``-k/--skip-step``, ``-t/--tags``, ``--skip-tags``, ``-e/--enable-step``
-(:mod:`.recipe.selection`), ``-f/-F`` (disable ``skip_if_outputs``), ``-c X.Y.Z=VALUE``,
+(:mod:`.recipe.selection`), ``-f/-F`` (``opts.disable_skips.fresh/exist``: ignore
+``skip_if_outputs``), ``-c X.Y.Z=VALUE``,
 ``-C X.Y.Z VALUE``, ``-a PARAM VALUE``, ``-pf FILE``, ``-l``, ``-d``, ``-p DEPTH``,
 ``-N/-S/-K/--slurm``. Ours: ``-p NAME=VALUE`` (a ``-p`` value with ``=`` is a parameter, an
 integer is Stimela's profiling depth), ``-r/--recipe``, ``-b/--backend`` (overrides every
@@ -21,9 +22,9 @@ selected, or ``-d``), 1 when it fails or the step selection names an unknown ste
 Stimela, which dies of the exception), 2 for a bad command line or a recipe that does not load.
 
 - ``AIRFLOW_HOME``: ``--airflow-home``, else ``$STEPCAB_AIRFLOW_HOME``, else ``./.stepcab/airflow``
-  (never the user's own ``$AIRFLOW_HOME``). Its ``dags/`` folder receives a small generated DAG
-  file; several files or config settings (``-c``, ``-C``, ``-N`` ...) become a generated recipe
-  file under ``recipes/`` that includes the given files and sets the config.
+  (never the user's own ``$AIRFLOW_HOME``). A small generated DAG file goes into a folder of its
+  own under ``dags/``; several files or config settings (``-c``, ``-C``, ``-N`` ...) become a
+  generated recipe file under ``recipes/`` that includes the given files and sets the config.
 - Working directory: the current directory; ``--workdir`` or ``stepcab_workdir`` in ``--conf``.
 
 Airflow is imported only when the run starts, after the environment is set.
@@ -175,7 +176,7 @@ def collect_params(args: argparse.Namespace, positional: dict) -> tuple[dict, in
 
 
 def config_settings(args: argparse.Namespace) -> dict:
-    """``-c``/``-C``/``-N``/``-S``/``-K``/``--slurm`` as a nested config tree (later wins)."""
+    """``-c``/``-C``/``-N``/``-S``/``-K``/``--slurm``/``-f``/``-F`` as a nested config tree (later wins)."""
     tree: dict = {}
 
     def put(dotted: str, value: Any) -> None:
@@ -202,6 +203,10 @@ def config_settings(args: argparse.Namespace) -> dict:
             break
     if args.slurm:
         put("opts.backend.slurm.enable", True)
+    if args.disable_fresh_skips:  # Stimela sets the same config settings
+        put("opts.disable_skips.fresh", True)
+    if args.disable_exist_skips:
+        put("opts.disable_skips.exist", True)
     return tree
 
 
@@ -233,13 +238,9 @@ def build_conf(*, params: dict, backend: str | None, conf: dict, workdir: str,
             conf.pop(name, None)
         else:
             conf[name] = value
-    steps = conf.setdefault("steps", {}) if (backend or selection_conf) else conf.get("steps")
     if backend:
-        steps.setdefault("*", {}).setdefault("backend", {})["select"] = backend
-    if selection_conf:
-        conf["select"] = selection_conf["select"]
-        for key, entry in selection_conf["steps"].items():
-            steps.setdefault(key, {}).update(entry)
+        conf.setdefault("steps", {}).setdefault("*", {}).setdefault("backend", {})["select"] = backend
+    conf.update(selection_conf or {})
     conf.setdefault("stepcab_workdir", os.path.abspath(workdir))
     return conf
 
@@ -325,15 +326,12 @@ def selection_of(args: argparse.Namespace) -> Any:
                      skip_tags=tuple(args.skip_tags), enable_steps=tuple(args.enable_steps))
 
 
-def selection_conf(choice: Any) -> dict:
-    """The step choice as run conf: ``select`` lists every enabled step (so that no tag rule of the
-    DAG deselects it again) and ``steps.<path>.skip`` forces Stimela's skips and unskips."""
-    steps = {}
-    for path in choice.order:
-        forced = choice.forced_skip(path)
-        if forced is not None and (forced is False or choice.enabled.get(path[:-1], True)):
-            steps[".".join(path)] = {"skip": forced}
-    return {"select": [".".join(p) for p in choice.order if choice.enabled[p]], "steps": steps}
+def selection_conf(args: argparse.Namespace) -> dict:
+    """The step selection options as the run conf's lists: each task's operator applies them with
+    the same rules (:mod:`.recipe.selection`, through :mod:`.operators.overrides`)."""
+    lists = {"select": args.steps, "skip_steps": args.skip_steps, "tags": args.tags,
+             "skip_tags": args.skip_tags, "enable_steps": args.enable_steps}
+    return {key: list(value) for key, value in lists.items() if value}
 
 
 def describe_selection(recipe_name: str, choice: Any) -> list:
@@ -358,9 +356,10 @@ def describe_selection(recipe_name: str, choice: Any) -> list:
 
 # --------------------------------------------------------------------------- Airflow
 
-def setup_environment(home: Path) -> Path:
-    """Point Airflow at ``home`` (SQLite, own dags folder, no examples); return the dags folder."""
-    dags = home / "dags"
+def setup_environment(home: Path, dag_name: str) -> Path:
+    """Point Airflow at ``home`` (SQLite, no examples) and at a dags folder ``home/dags/dag_name``
+    of the one DAG (``dag.test()`` parses the whole folder again); return the dags folder."""
+    dags = home / "dags" / dag_name
     dags.mkdir(parents=True, exist_ok=True)
     os.environ["AIRFLOW_HOME"] = str(home)
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
@@ -394,9 +393,10 @@ def _profile(rows: list, depth: int) -> list:
 
 def run_dag(dag_file: Path, conf: dict, logs: Any) -> tuple:
     """``dag.test()`` of the DAG in ``dag_file`` with per-step log files and progress."""
-    from airflow_provider_stepcab.run_db import prepare_database
+    from airflow_provider_stepcab.run_db import fast_commits, prepare_database
 
     prepare_database(Path(os.environ["AIRFLOW_HOME"]))
+    fast_commits()
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(str(dag_file))
@@ -405,6 +405,9 @@ def run_dag(dag_file: Path, conf: dict, logs: Any) -> tuple:
     dag = next(iter(bag.dags.values()))
     from airflow_provider_stepcab.run_logs import Progress
 
+    from airflow_provider_stepcab.run_execution_api import prebuild
+
+    prebuild()
     progress = Progress(total=len(dag.tasks))
     logs.write(None, f"running DAG {dag.dag_id} ({len(dag.tasks)} tasks)")
     with _task_hooks(logs, progress, _task_step_paths(dag)):
@@ -449,6 +452,8 @@ class _task_hooks:
         def run_task(*, ti: Any, task: Any, **kwargs: Any) -> Any:
             label = ti.task_id if ti.map_index is None or ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
             self.lines = []
+            if self.progress.enabled:
+                self.progress.total = max(self.progress.total, _instances_of_run(ti))
             self.progress.start(label)
             try:
                 return self.original(ti=ti, task=task, **kwargs)
@@ -464,6 +469,17 @@ class _task_hooks:
         self.module._run_task = self.original
         if self.processors is not None and self._copy in self.processors:
             self.processors.remove(self._copy)
+
+
+def _instances_of_run(ti: Any) -> int:
+    """Task instances of ``ti``'s DAG run so far (a mapped loop adds its iterations when it expands)."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import func, select
+
+    with create_session() as session:
+        return int(session.scalar(select(func.count()).select_from(TaskInstance).where(
+            TaskInstance.dag_id == ti.dag_id, TaskInstance.run_id == ti.run_id)) or 0)
 
 
 def _task_step_paths(dag: Any) -> dict:
@@ -482,8 +498,6 @@ def prepare(argv: Sequence[str] | None) -> dict:
         name = args.recipe_name
     if not files:
         raise UsageError("no recipe file given")
-    if args.disable_fresh_skips or args.disable_exist_skips:
-        raise UsageError("-f/-F (ignore skip_if_outputs) are not supported yet by the DAG's run conf")
     params, depth = collect_params(args, positional)
     home = Path(args.airflow_home or os.environ.get("STEPCAB_AIRFLOW_HOME") or DEFAULT_HOME).absolute()
     recipe_file = recipe_file_for(files, config_settings(args), home)
@@ -499,7 +513,7 @@ def prepare(argv: Sequence[str] | None) -> dict:
             raise SelectionFailed(str(exc)) from None
     conf = build_conf(params=params, backend=args.backend, conf=read_conf(args.conf),
                       workdir=args.workdir or os.getcwd(),
-                      selection_conf=selection_conf(choice) if choice is not None else None)
+                      selection_conf=selection_conf(args))
     return {"args": args, "home": home, "recipe_file": recipe_file, "result": result, "choice": choice,
             "conf": conf, "depth": depth}
 
@@ -543,11 +557,11 @@ def _run(job: dict, recipe_name: str, logs: Any, started: float) -> int:
     if job["args"].dry_run:
         print("stepcab run: dry run was requested, exiting", file=sys.stderr)
         return 0
-    dags = setup_environment(job["home"])
     from airflow_provider_stepcab.dag_factory.naming import sanitize_id
 
     recipe_file = job["recipe_file"]
-    dag_file = dags / f"stepcab_run_{sanitize_id(Path(recipe_file).stem)}__{sanitize_id(recipe_name)}.py"
+    name = f"stepcab_run_{sanitize_id(Path(recipe_file).stem)}__{sanitize_id(recipe_name)}"
+    dag_file = setup_environment(job["home"], name) / f"{name}.py"
     text = DAG_FILE_TEMPLATE.format(recipe_file=recipe_file, recipe_name=recipe_name)
     if not dag_file.exists() or dag_file.read_text() != text:
         dag_file.write_text(text)

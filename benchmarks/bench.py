@@ -1,4 +1,4 @@
-"""Run the parse and task-overhead benchmarks and write ``results/latest.{json,md}``.
+"""Run the parse, task-overhead and ``stepcab run`` benchmarks and write ``results/latest.{json,md}``.
 
 Every measurement runs in a fresh interpreter (:mod:`parse_child`, :mod:`task_child`) of the
 *current* interpreter, which should be the bench venv (``benchmarks/venv.sh``: the project's
@@ -30,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import report  # noqa: E402
+import run_bench  # noqa: E402
 import workload  # noqa: E402
 
 REPO = os.path.dirname(HERE)
@@ -188,6 +189,7 @@ def main(argv: list | None = None) -> int:
                    help="what ratios and targets use: wall time (default; a quiet machine) or CPU time")
     p.add_argument("--slurm", action="store_true", help="also run benchmarks/slurm_bench.py (needs the cluster)")
     p.add_argument("--no-tasks", action="store_true", help="skip the task-overhead measurement")
+    p.add_argument("--no-run-cli", action="store_true", help="skip `stepcab run` vs `stimela run` (run_bench.py)")
     p.add_argument("--timeout", type=float, default=900.0, help="per-child timeout in seconds")
     p.add_argument("--work", default=os.path.join(HERE, "work"), help="scratch directory")
     p.add_argument("--out", default=os.path.join(HERE, "results"), help="where latest.{json,md} go")
@@ -208,6 +210,11 @@ def main(argv: list | None = None) -> int:
         tasks = run_child("task_child.py", [os.path.join(work, "tasks"), "--reps", str(reps),
                                             "--tasks", "5"], tenv, args.timeout)
         print(f"task overhead: {json.dumps(tasks)[:400]}")
+    run_cli = None
+    if not args.no_run_cli and os.path.exists(run_bench.STIMELA):
+        only = ["7-step"] if args.quick else list(run_bench.WORKLOADS)
+        run_cli = run_bench.summarize(run_bench.benchmark(reps, os.path.join(work, "run"), only, sys.executable,
+                                                          timeout=args.timeout))
     import airflow  # noqa: F401 - versions for the record (the children used the same interpreter)
 
     try:
@@ -222,7 +229,7 @@ def main(argv: list | None = None) -> int:
                     "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
         "versions": {"airflow": airflow.__version__, "dag_factory": dagfactory_version},
         "parse": summarize_parse(raw), "parse_paired": summarize_paired(raw), "parse_raw": raw,
-        "tasks": tasks, "slurm": run_slurm(args, work),
+        "tasks": tasks, "slurm": run_slurm(args, work), "run_cli": run_cli,
     }
     result["targets"] = report.evaluate_targets(result)
     os.makedirs(args.out, exist_ok=True)

@@ -40,6 +40,9 @@ def evaluate_targets(result: dict) -> list[dict]:
     tasks = result.get("tasks") or {}
     if "dag_test" in tasks:
         add("native step / BashOperator (dag.test)", tasks["dag_test"]["ratio"], 1.1, "x")
+    for name, entry in (result.get("run_cli") or {}).items():
+        add(f"`stepcab run` / `stimela run`, {name} (wall)", entry.get("ratio_wall_s"),
+            1.0 if name != "dataflow" else 0.99, "x")
     return out
 
 
@@ -122,6 +125,11 @@ def markdown(result: dict) -> str:
     if slurm is not None:
         lines += ["", "## Slurm (benchmarks/slurm_bench.py)", ""]
         lines += [slurm["table"]] if "table" in slurm else ["```", str(slurm)[:3000], "```"]
+    if result.get("run_cli"):
+        import run_bench
+
+        lines += ["", "## `stepcab run` vs `stimela run` (run_bench.py)", ""]
+        lines += run_bench.markdown(result["run_cli"], result["reps"])
     lines += ["", "## Targets", "", "| target | measured | limit | ok |", "|---|---|---|---|"]
     for t in result["targets"]:
         ok = "-" if t["ok"] is None else ("yes" if t["ok"] else "**no**")

@@ -124,3 +124,25 @@ def test_rounds_interleave_the_contenders(tmp_path, monkeypatch):
     # a cold run of one contender empties only its own cache: stepcab's warm runs stay warm
     assert len(caches["stepcab"]) == 1
     assert caches["stepcab"].isdisjoint(caches["python"] | caches["dagfactory"])
+
+
+def test_run_bench_workloads_load_and_summarize(tmp_path):
+    """benchmarks/run_bench.py: its recipes load cleanly (stepcab's copy with opts.airflow) and
+    the summary and table are made from raw runs."""
+    import run_bench
+
+    from airflow_provider_stepcab.recipe.api import load_recipe_result
+
+    files = run_bench.write_workloads(str(tmp_path))
+    steps = {"7-step": 5, "50-step": 50, "dataflow": 4}
+    for name, by in files.items():
+        for contender, path in by.items():
+            result = load_recipe_result(path, None)
+            assert not result.problems.errors, [str(p) for p in result.problems.errors]
+            assert len(result.recipe.steps) == steps[name]
+        assert "parallel: dataflow" in Path(by["stepcab"]).read_text() or name != "dataflow"
+    raw = {"7-step": {"stepcab": [{"wall_s": 4.0, "cpu_s": 3.0}, {"error": "exit 1"}],
+                      "stimela": [{"wall_s": 2.0, "cpu_s": 2.0}, {"wall_s": 3.0, "cpu_s": 2.0}]}}
+    summary = run_bench.summarize(raw)["7-step"]
+    assert summary["ratio_wall_s"] == 4.0 / 2.5 and summary["paired_wall_s"] == 2.0
+    assert "7-step" in "\n".join(run_bench.markdown({"7-step": summary}, 2))

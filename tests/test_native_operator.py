@@ -274,14 +274,14 @@ def test_parse_overrides_rules(tmp_path):
     path.write_text(RECIPE)
     recipe, _ = load_recipe(str(path), "hand")
     ov = parse_overrides({"flavour": "x", "steps": {"*": {"params": {"script": "a"}}, "env": {"params": {"script": "b"}},
-                                                      "w*": {"skip": True}}, "tags": "t1,t2"},
+                                                      "w*": {"skip": True}}, "tags": "never"},
                          recipe, {"seconds": 5, "flavour": "ignored", "stepcab_workdir": None})
     assert ov.recipe_params == {"seconds": 5, "flavour": "x"}
     assert ov.params_for(("env",), recipe.steps["env"].cargo) == {"script": "b"}
     assert ov.params_for(("fail",), recipe.steps["fail"].cargo) == {"script": "a"}
     assert ov.params_for(("where",), recipe.steps["where"].cargo) == {}
     assert ov.forced_skip(("where",)) is True and ov.forced_skip(("env",)) is None
-    assert ov.tags == ["t1", "t2"]
+    assert ov.tags == ["never"]
     with pytest.raises(RecipeError) as exc:
         parse_overrides({"bogus": 1, "select": 3, "steps": {"env": {"prams": {}}}}, recipe, {})
     text = str(exc.value)
@@ -291,14 +291,23 @@ def test_parse_overrides_rules(tmp_path):
 
 
 def test_selection_rules(tmp_path):
+    """The conf's selection lists follow stimela run's -s/-k/-t/--skip-tags/-e (recipe/selection.py)."""
     path = tmp_path / "r.yml"
     path.write_text(RECIPE)
     recipe, _ = load_recipe(str(path), "hand")
     ov = parse_overrides({"select": ["fail"]}, recipe, {})
-    assert ov.selection_skip([("fail",)], {"never"}) is None
-    assert "not selected" in ov.selection_skip([("env",)], set())
-    assert "never" in parse_overrides({}, recipe, {}).selection_skip([("fail",)], {"never"})
-    assert parse_overrides({"skip_tags": ["x"]}, recipe, {}).selection_skip([("a",)], {"x"})
+    assert ov.selection_skip(("fail",)) is None  # tagged never, selected by name
+    assert "not selected" in ov.selection_skip(("env",))
+    assert "never" in parse_overrides({}, recipe, {}).selection_skip(("fail",))
+    assert parse_overrides({}, recipe, {}).selection_skip(("env",)) is None
+    assert "not selected" in parse_overrides({"skip_steps": ["e*"]}, recipe, {}).selection_skip(("env",))
+    assert parse_overrides({"tags": ["never"]}, recipe, {}).selection_skip(("slow",)) is None
+    held = parse_overrides({"enable_steps": ["where"], "steps": {"env": {"skip": True}}}, recipe, {})
+    assert held.forced_skip(("where",)) is False and held.forced_skip(("env",)) is True
+    with pytest.raises(RecipeError) as exc:
+        parse_overrides({"select": ["nope"], "skip_tags": ["nosuchtag"]}, recipe, {})
+    assert "conf.select: step(s) 'nope' not in the top recipe" in str(exc.value)
+    assert "conf.skip_tags: 'nosuchtag' is not a tag of any step of the top recipe" in str(exc.value)
 
 
 def test_workdir_precedence(tmp_path):

@@ -6,6 +6,7 @@ same recipe (tests/data/cli/selection.yml) with the same arguments and must run 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,10 @@ from pathlib import Path
 import pytest
 from stimela_run import SELECTION_RECIPE, ran_names, ran_paths, stimela_run
 
+pytestmark = pytest.mark.airflow
+
 ROOT = Path(__file__).resolve().parents[1]
+SKIPS_RECIPE = ROOT / "tests" / "data" / "cli" / "skips.yml"
 
 
 def stepcab_run(workdir: Path, *args: str, home: Path) -> subprocess.CompletedProcess:
@@ -71,3 +75,48 @@ def test_name_value_and_dash_p_agree(tmp_path):
         if name == "dash-p":
             assert "profiling results" in proc.stderr  # -p 3 is Stimela's profiling depth
     assert outputs == ["alpha\nbeta\n"] * 3
+
+
+def _outputs_already_there(workdir: Path) -> Path:
+    """The state tests/data/cli/skips.yml expects: exist.txt there, fresh.txt newer than input.txt."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "input.txt").write_text("in\n")
+    os.utime(workdir / "input.txt", (1_500_000_000, 1_500_000_000))
+    (workdir / "exist.txt").write_text("x\n")
+    (workdir / "fresh.txt").write_text("y\n")
+    return workdir
+
+
+@pytest.mark.parametrize("args", [["-F"], ["-f"], ["-e", "exist"]],
+                         ids=["disable-exist-skips", "disable-fresh-skips", "enable-step-clears-skip-if-outputs"])
+def test_skip_if_outputs_options_as_stimela(args, tmp_path):
+    """-f/-F switch off skip_if_outputs: fresh/exist, and -e runs a step whose outputs exist."""
+    oracle = stimela_run(_outputs_already_there(tmp_path / "stimela"), *args, recipe=SKIPS_RECIPE)
+    ours = stepcab_run(_outputs_already_there(tmp_path / "stepcab"), str(SKIPS_RECIPE), "-N", *args,
+                       home=tmp_path / "home")
+    assert ours.returncode == oracle.returncode == 0, ours.stderr[-3000:]
+    assert ran_names(tmp_path / "stepcab") == ran_names(tmp_path / "stimela")
+    assert len(ran_names(tmp_path / "stepcab")) == 2  # `always` and the step the option lets run
+
+
+def test_in_process_execution_api_serves_the_task_sdk_version_only(tmp_path):
+    """run_execution_api.prebuild() takes effect with this Airflow (else runs silently fall back
+    to building all nine API versions, ~5 s), and the app it builds answers the SDK's version."""
+    code = """
+import json
+from airflow_provider_stepcab.run_execution_api import prebuild
+from airflow.sdk.api.client import API_VERSION
+from airflow.sdk.execution_time.supervisor import in_process_api_server
+from fastapi.testclient import TestClient
+assert prebuild() is True
+app = in_process_api_server().app
+with TestClient(app) as client:
+    response = client.get("/health/ping", headers={"Airflow-API-Version": API_VERSION})
+print(json.dumps([response.status_code, sorted(app.router.versioned_routers), API_VERSION]))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(AIRFLOW_HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status, served, wanted = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert served == [wanted] and status == 200

@@ -12,7 +12,9 @@ import concurrent.futures
 import pytest
 from stimela_run import SELECTION_RECIPE, need_stimela, ran_paths, stimela_run
 
+from airflow_provider_stepcab.operators.overrides import parse_overrides
 from airflow_provider_stepcab.recipe.api import load_recipe
+from airflow_provider_stepcab.recipe.errors import RecipeError
 from airflow_provider_stepcab.recipe.selection import (
     Selection,
     SelectionError,
@@ -86,6 +88,36 @@ def predicted(recipe, args: list):
     return 0, runs
 
 
+CONF_KEY = {"-s": "select", "-k": "skip_steps", "-t": "tags", "--skip-tags": "skip_tags", "-e": "enable_steps"}
+
+
+def predicted_by_conf(recipe, args: list):
+    """(exit code, cab-step paths that run) when the same options come as a DAG run's conf lists
+    (operators/overrides.py, what every task of the DAG applies)."""
+    conf: dict = {}
+    for flag, value in zip(args[::2], args[1::2]):
+        conf.setdefault(CONF_KEY[flag], []).append(value)
+    try:
+        overrides = parse_overrides(conf, recipe, {})
+    except RecipeError:
+        return 1, set()
+    runs = set()
+    for path, step in _cab_steps(recipe):
+        forced = overrides.forced_skip(path)
+        skipped = forced if forced is not None else step.skip is True
+        if overrides.selection_skip(path) is None and not skipped:
+            runs.add(path)
+    return 0, runs
+
+
+def _cab_steps(recipe, prefix=()):
+    for label, step in recipe.steps.items():
+        if step.recipe is not None:
+            yield from _cab_steps(step.recipe, prefix + (label,))
+        else:
+            yield prefix + (label,), step
+
+
 @pytest.fixture(scope="module")
 def oracle(tmp_path_factory):
     need_stimela()
@@ -108,6 +140,7 @@ def recipe():
 def test_same_steps_as_stimela(case, oracle, recipe):
     code, ran, log = oracle[case]
     assert predicted(recipe, CASES[case]) == (code, ran), log
+    assert predicted_by_conf(recipe, CASES[case]) == (code, ran), log
 
 
 def test_unskipped_steps_ignore_skip_if_outputs_and_disabled_wins():

@@ -11,13 +11,23 @@ The conf shape, everything optional::
           "params": {"<param>": value},         # replaces the value written in the recipe
           "backend": {"select": "native", ...}, # only what the policy allows: select among the
                                                 # backends the files allow, resource knobs within limits
-          "skip": true                          # force-skip (false: force-run a skip: true step)
+          "skip": true                          # force-skip (false: run it whatever its skip and
+                                                # skip_if_outputs say, as Stimela's -e unskip)
         }
       },
       "select": ["cal", "image.*"],             # run only these steps (and their sub-steps)
       "skip_steps": ["cal.flag"],               # skip these
-      "tags": ["quick"], "skip_tags": ["slow"]  # like stimela -t / --skip-tags
+      "tags": ["quick"], "skip_tags": ["slow"], # like stimela -t / --skip-tags
+      "enable_steps": ["held"]                  # run these even if the recipe skips them
     }
+
+``select``/``skip_steps``/``tags``/``skip_tags``/``enable_steps`` are ``stimela run``'s
+``-s``/``-k``/``-t``/``--skip-tags``/``-e`` with its rules (:mod:`..recipe.selection`, the one
+implementation ``stepcab run`` uses too): names relative to the top recipe (``sub.step``),
+``A:B`` ranges, globs; a tag applies to the top recipe's steps (``sub.TAG``: to ``sub``'s);
+a step tagged ``never`` runs only when selected by name or tag; a ``select`` entry naming one
+step unskips it (``skip``, ``skip_if_outputs``), as ``-s STEP`` does. A name or tag that the
+recipe does not have fails the run (every task) with a message naming it.
 
 More specific keys win: ``"*"`` < globs < the exact path. A key that matches no step,
 a parameter unknown to the step, a value of the wrong dtype, a backend setting the policy keeps
@@ -47,7 +57,7 @@ from airflow_provider_stepcab.recipe.errors import RecipeError
 from airflow_provider_stepcab.runtime.workdir import WORKDIR_PARAM
 
 STEP_KEYS = ("params", "backend", "skip")
-LIST_KEYS = ("select", "skip_steps", "tags", "skip_tags")
+LIST_KEYS = ("select", "skip_steps", "tags", "skip_tags", "enable_steps")
 TOP_KEYS = ("steps", WORKDIR_PARAM) + LIST_KEYS
 
 
@@ -79,6 +89,11 @@ class StepOverrides:
     skip_steps: list = field(default_factory=list)
     tags: list = field(default_factory=list)
     skip_tags: list = field(default_factory=list)
+    enable_steps: list = field(default_factory=list)
+    #: the step choice of the lists above (:func:`~..recipe.selection.select_steps`)
+    choice: Any = None
+    #: ``path -> tags`` of the recipe's steps, for the reasons given
+    step_tags: dict = field(default_factory=dict)
 
     def _matching(self, path: tuple) -> list:
         dotted = ".".join(path)
@@ -106,27 +121,50 @@ class StepOverrides:
         return dict(merge_backend_layers(*layers)) if layers else {}
 
     def forced_skip(self, path: tuple) -> Optional[bool]:
-        """``True``/``False`` when conf forces (not) skipping the step at ``path``."""
+        """``True``/``False`` when conf forces (not) skipping the step at ``path``: its
+        ``steps.<key>.skip``, else ``False`` for a step the selection unskips (Stimela's ``-e``)."""
         result = None
         for entry in self._matching(path):
             if "skip" in entry:
                 result = bool(entry["skip"])
+        if result is None and self.choice is not None and tuple(path) in self.choice.unskipped:
+            return False
         return result
 
-    def selection_skip(self, paths: list, tags: set) -> Optional[str]:
-        """Why the step (``paths``: its path and its ancestors') is deselected, or ``None``."""
-        dotted = [".".join(p) for p in paths]
-        hit = lambda pats: any(fnmatch.fnmatchcase(d, p) for d in dotted for p in pats)  # noqa: E731
-        if self.skip_steps and hit(self.skip_steps):
-            return "deselected by conf skip_steps"
-        if self.skip_tags and tags & set(self.skip_tags):
-            return f"tag(s) {sorted(tags & set(self.skip_tags))} skipped by conf skip_tags"
-        chosen = (self.select and hit(self.select)) or (self.tags and tags & set(self.tags))
-        if (self.select or self.tags) and not chosen and "always" not in tags:
-            return "not selected by conf select/tags"
-        if "never" in tags and not chosen:
-            return "tagged 'never' and not explicitly selected"
+    def selection_skip(self, path: tuple) -> Optional[str]:
+        """Why the step at ``path`` is deselected (it or a step containing it is off by Stimela's
+        rules for ``select``/``skip_steps``/``tags``/``skip_tags``), or ``None``."""
+        if self.choice is None:
+            return None
+        path = tuple(path)
+        for off in (path[:i] for i in range(1, len(path) + 1)):
+            if self.choice.enabled.get(off, True):
+                continue
+            where = "" if off == path else f" (it is part of step {'.'.join(off)})"
+            if "never" in self.step_tags.get(off, ()):
+                return f"tagged 'never' and not explicitly selected{where}"
+            return f"not selected by conf select/skip_steps/tags/skip_tags{where}"
         return None
+
+
+def _selection(recipe: Any, out: StepOverrides, errors: list) -> None:
+    """The run's step choice by :mod:`..recipe.selection` (the rules of ``stimela run -s -k -t
+    --skip-tags -e``); a name or tag the recipe does not have is an error of its conf key."""
+    from airflow_provider_stepcab.recipe.selection import Selection, SelectionError, select_steps
+
+    fields = {"select": "steps", "skip_steps": "skip_steps", "tags": "tags", "skip_tags": "skip_tags",
+              "enable_steps": "enable_steps"}
+    given = {fields[k]: tuple(getattr(out, k)) for k in LIST_KEYS}
+    try:
+        out.choice = select_steps(recipe, Selection(**given))
+    except SelectionError:
+        for key in LIST_KEYS:
+            try:
+                select_steps(recipe, Selection(**{fields[key]: tuple(getattr(out, key))}))
+            except SelectionError as exc:
+                errors.append(f"conf.{key}: {exc}")
+        return
+    out.step_tags = {path: tuple(step.tags or ()) for path, step, _ in _walk_chain(recipe)}
 
 
 def _walk_chain(recipe: Any, prefix: tuple = (), chain: tuple = ()) -> Iterator[tuple[tuple, Any, tuple]]:
@@ -240,6 +278,7 @@ def parse_overrides(conf: dict, recipe: Any, params: Optional[dict] = None, *, c
             errors.append(f"conf.{key}: expected a list of step paths/tags, got {value!r}")
             continue
         setattr(out, key, [str(v) for v in value])
+    _selection(recipe, out, errors)
     if WORKDIR_PARAM in settings:
         errors += check_workdir(f"conf.{WORKDIR_PARAM}", settings[WORKDIR_PARAM])
     steps = (settings.get("steps") or {}) if "steps" in control else {}

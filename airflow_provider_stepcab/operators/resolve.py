@@ -215,23 +215,24 @@ def resolve(*, recipe: Any, loaded: Any, step_path: tuple, recipe_params: dict, 
         return out
     validate_inputs(out)
     _choose_backend(out, out.chain, overrides.backend_for(tuple(step_path)), backend_pref, available)
-    if step.skip_if_outputs:
+    if _checks_outputs(step.skip_if_outputs, forced, getattr(loaded, "tree", None)):
         out.skip_reason = outputs_ready(out, fresh=step.skip_if_outputs == "fresh")
     return out
 
 
+def _checks_outputs(mode: Optional[str], forced: Optional[bool], tree: Any) -> bool:
+    """Whether ``skip_if_outputs: mode`` is checked, as Stimela 2.1.4 does: not for a step forced
+    to run (``conf.steps.<step>.skip: false``, Stimela's unskip: ``-e``, ``-s STEP``), nor when
+    ``opts.disable_skips.<mode>`` is set (``stimela run -f`` sets ``fresh``, ``-F`` ``exist``)."""
+    if not mode or forced is False:
+        return False
+    disabled = ((tree or {}).get("opts") or {}).get("disable_skips") or {}
+    return not (isinstance(disabled, dict) and disabled.get(mode) is True)
+
+
 def _selection(recipe: Any, step_path: tuple, overrides: Any) -> Optional[str]:
-    """Why conf ``select``/``skip_steps``/tags deselect the step (tags of its ancestors count)."""
-    tags: set = set()
-    level = recipe
-    for label in step_path:
-        step = level.steps.get(label) if level is not None else None
-        if step is None:
-            break
-        tags |= set(step.tags or [])
-        level = step.recipe
-    ancestry = [tuple(step_path[:i + 1]) for i in range(len(step_path))]
-    return overrides.selection_skip(ancestry, tags)
+    """Why the run's step selection (conf ``select``/``skip_steps``/tags) deselects the step."""
+    return overrides.selection_skip(tuple(step_path))
 
 
 def _evaluate_tree(tree: Any, ns: dict) -> Any:

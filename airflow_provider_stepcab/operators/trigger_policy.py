@@ -8,7 +8,7 @@ much* it may use, never *how* it runs on a machine (see ``docs/security.md`` for
 - ``backend.select`` among the backends the files already allow for the step;
 - resource knobs (:data:`RESOURCE_KNOBS`: Slurm time/mem/cpus..., podman/docker memory/cpus, pod
   requests/limits), each only when a limit for it is set (:func:`limits_for`) and within it;
-- step selection (``select``/``skip_steps``/``tags``/``skip_tags``/``steps.<s>.skip``) and the
+- step selection (``select``/``skip_steps``/``tags``/``skip_tags``/``enable_steps``/``steps.<s>.skip``) and the
   run's working directory (a literal absolute path).
 
 Everything else under ``steps.<s>.backend`` (``virtual_env``, ``env``, ``remote_dependencies``,

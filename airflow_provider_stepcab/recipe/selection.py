@@ -27,10 +27,19 @@ The rules (``stimela run`` 2.1.4, ``kitchen/run_state.py``), which we reproduce,
   enabled or weakly enabled step are on unless marked otherwise.
 * ``-s STEP`` given without a ``:`` anywhere in the option value also unskips STEP
   (``-s a -s b:c`` unskips ``a``; ``-s a,b:c`` unskips nothing); ``-e`` unskips (ranges too).
+
+Ours, on top: a name with ``*``, ``?`` or ``[`` is a glob over the dotted step paths
+(``image.*``: every step of ``image``); each step it matches is marked as if named alone, but a
+glob in ``-s`` does not unskip (as a range does not; in ``-e`` it does), and one that matches
+nothing is an error.
+
+The same rules serve ``stepcab run`` and a DAG run's conf (``select``, ``skip_steps``, ``tags``,
+``skip_tags``, ``enable_steps``: :mod:`..operators.overrides`).
 """
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,8 +141,17 @@ def _parent_and_last(spec: str) -> tuple[Path, str]:
     return tuple(parts[:-1]), parts[-1]
 
 
+def _is_glob(spec: str) -> bool:
+    return any(c in spec for c in "*?[")
+
+
 def _range(tree: _Tree, spec: str) -> list:
-    """The step paths a step name or range ``spec`` covers (Stimela's slicing, see module doc)."""
+    """The step paths a step name, glob or range ``spec`` covers (Stimela's slicing, module doc)."""
+    if _is_glob(spec) and ":" not in spec:
+        hits = [p for p in tree.order if fnmatch.fnmatchcase(".".join(p), spec)]
+        if not hits:
+            raise SelectionError(f"'{spec}' matches no step")
+        return hits
     parent, last = _parent_and_last(spec)
     bounds = last.split(":")
     if len(bounds) > 2:
@@ -168,7 +186,7 @@ def _mark_tags(tree: _Tree, marks: dict, specs: set, status: str) -> None:
 
 def _mark_steps(tree: _Tree, marks: dict, specs: set, single: str, ranged: str) -> None:
     for spec in specs:
-        status = ranged if ":" in spec.split(".")[-1] else single
+        status = ranged if ":" in spec.split(".")[-1] and not _is_glob(spec) else single
         for p in _range(tree, spec):
             marks.setdefault(p, set()).add(status)
 
@@ -221,7 +239,8 @@ def select_steps(recipe: Any, selection: Selection) -> StepChoice:
     _mark_tags(tree, marks, _split(selection.skip_tags), "disabled")
     _mark_steps(tree, marks, _split(selection.steps), "enabled", "weakly_enabled")
     _mark_steps(tree, marks, _split(selection.skip_steps), "disabled", "weakly_disabled")
-    unskips = _split(list(selection.enable_steps) + [s for s in selection.steps if ":" not in s])
+    implicit = [s for s in selection.steps if ":" not in s]
+    unskips = _split(selection.enable_steps) | {s for s in _split(implicit) if not _is_glob(s)}
     unskipped = {p for spec in unskips for p in _range(tree, spec)}
     default = _OFF_BY_DEFAULT if (selection.tags or selection.steps) else "weakly_enabled"
     status = _resolve(tree, marks, default)
