@@ -59,21 +59,8 @@ class LocalSlurmHook(SlurmHook):
         os.chmod(tmp, mode)
         os.replace(tmp, path)
 
-    def read_from(self, path: str, offset: int = 0, max_bytes: int = 1 << 20) -> tuple:
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(offset)
-                data = fh.read(max_bytes)
-        except FileNotFoundError:
-            return b"", offset
-        return data, offset + len(data)
-
-    def read_text(self, path: str, max_bytes: int = 1 << 20) -> Optional[str]:
-        try:
-            with open(path, "rb") as fh:
-                return fh.read(max_bytes).decode("utf-8", "replace")
-        except FileNotFoundError:
-            return None
+    def open_binary(self, path: str) -> Any:
+        return open(path, "rb")
 
 
 def make_slurm_hook(conn_id: str, **kwargs: Any) -> SlurmHook:

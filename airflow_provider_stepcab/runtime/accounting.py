@@ -32,68 +32,17 @@ import re
 import shlex
 from typing import Any, Mapping, Optional
 
+from ..plan.quantities import format_duration, format_size, parse_duration, parse_size
+
 XCOM_KEY = "stepcab_resources"
 SACCT_FIELDS = ("JobIDRaw", "JobName", "State", "ExitCode", "Elapsed", "ElapsedRaw", "TotalCPU", "MaxRSS",
                 "ReqMem", "AllocCPUS", "NodeList", "Submit", "Start", "End", "Timelimit", "NNodes")
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
-_SIZE = re.compile(r"^\s*([0-9.]+)\s*([KMGTP]?)(i?B?)?\s*([nc]?)\s*$", re.I)
 
 
 def sacct_accounting_command(job_id: str) -> str:
     """One ``sacct`` printing the job and all its steps with every figure of the record."""
     cmd = ["sacct", "--noheader", "--parsable2", f"--jobs={job_id}", "--format=" + ",".join(SACCT_FIELDS)]
     return " ".join(shlex.quote(c) for c in cmd)
-
-
-def parse_duration(text: str) -> Optional[float]:
-    """Slurm durations → seconds: ``[DD-][HH:]MM:SS[.mmm]`` (``00:02.075``, ``1-02:03:04``);
-    ``None`` for empty / ``UNLIMITED`` / ``INVALID``."""
-    text = (text or "").strip()
-    if not text or not re.match(r"^[0-9:.\-]+$", text):
-        return None
-    days = 0
-    if "-" in text:
-        d, text = text.split("-", 1)
-        days = int(d)
-    parts = [float(p) for p in text.split(":")]
-    while len(parts) < 3:
-        parts.insert(0, 0.0)
-    h, m, s = parts[-3:]
-    return days * 86400 + h * 3600 + m * 60 + s
-
-
-def format_duration(seconds: Optional[float]) -> str:
-    """Seconds → ``[D-]HH:MM:SS`` (Slurm's ``--time`` syntax; whole seconds, rounded up)."""
-    if seconds is None:
-        return ""
-    total = int(-(-float(seconds) // 1))
-    days, rest = divmod(total, 86400)
-    h, rest = divmod(rest, 3600)
-    m, s = divmod(rest, 60)
-    return (f"{days}-" if days else "") + f"{h:02d}:{m:02d}:{s:02d}"
-
-
-def parse_size(text: Any, default_unit: str = "") -> Optional[int]:
-    """Slurm/K8s-style sizes → bytes (binary units): ``66024K``, ``100M``, ``2G``, ``4Gi``,
-    ``1000Mn``/``250Mc`` (old per-node / per-CPU ``ReqMem``); ``None`` when empty."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return int(text * _UNITS[default_unit.upper()])
-    m = _SIZE.match(str(text or ""))
-    if not m:
-        return None
-    unit = (m.group(2) or default_unit).upper()
-    return int(float(m.group(1)) * _UNITS[unit])
-
-
-def format_size(nbytes: Optional[float]) -> str:
-    """Bytes → Slurm's ``--mem`` syntax in the largest whole-ish unit (``512M``, ``1.5G``)."""
-    if nbytes is None:
-        return ""
-    for unit in ("T", "G", "M", "K"):
-        if nbytes >= _UNITS[unit]:
-            value = nbytes / _UNITS[unit]
-            return (f"{value:.0f}" if value >= 100 or value == int(value) else f"{value:.1f}".rstrip("0")) + unit
-    return f"{int(nbytes)}"
 
 
 def _iso(text: str) -> Optional[str]:
