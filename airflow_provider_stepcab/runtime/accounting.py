@@ -180,6 +180,8 @@ def format_lines(record: Mapping[str, Any]) -> list:
     if record.get("escalated"):
         raised = ", ".join(f"{k} {v['from']} -> {v['to']} ({v['why']})" for k, v in record["escalated"].items())
         lines.append(f"  Raised for this try: {raised}")
+    if record.get("note"):
+        lines.append(f"  Note: {record['note']}")
     return lines
 
 
