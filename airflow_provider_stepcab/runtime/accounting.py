@@ -3,7 +3,7 @@
 Pure parsing and arithmetic, no Airflow and no I/O (the caller runs the commands). The record is
 a flat JSON-able dict, the same keys for every backend (``None`` where a figure is unknown):
 
-``source``            ``"sacct"`` or ``"rusage"``
+``source``            ``"sacct"``, ``"rusage"`` or ``"kube"`` (a pod's status: no CPU time or MaxRSS)
 ``job_id``            the Slurm job id (``None`` for a process)
 ``state``             Slurm's base state (``COMPLETED``, ``OUT_OF_MEMORY`` ...) or ``COMPLETED``/``FAILED``
 ``exit_code``         ``"rc:signal"`` as sacct prints it, or the process's exit code as text
@@ -20,6 +20,8 @@ a flat JSON-able dict, the same keys for every backend (``None`` where a figure 
                       step's MaxRSS over the job's whole request; Slurm >= 21.08 prints ``ReqMem`` as
                       the job's total, older versions' ``n``/``c`` suffixes are per node / per CPU)
 ``timelimit``         ``Timelimit`` as sacct prints it
+``note``              (optional) what the figures do not cover (``rusage`` of a podman/docker client)
+``attempt``/``escalated``  added by the operator: the try number and what ``retry_resources`` raised
 
 :func:`format_lines` renders the record for the end of a task log; the operator pushes it as the
 ``stepcab_resources`` XCom (:data:`XCOM_KEY`).
@@ -162,6 +164,30 @@ def rusage_record(usage: Any, *, exit_code: Optional[int], started: float, ended
     }
 
 
+def pod_record(*, pod: str, state: str, exit_code: Optional[int], created: Any, started: Any, finished: Any,
+               node: str = "", mem_limit: Optional[float] = None, cpus: Optional[float] = None) -> dict:
+    """The record of a pod's step container from its status (no metrics API: ``MaxRSS`` and CPU
+    time are unknown). ``created``/``started``/``finished`` are datetimes (any zone; written as this
+    machine's local time, like sacct's); ``state`` ``COMPLETED``, ``OOMKilled``, ``FAILED`` ...;
+    ``mem_limit`` the container's memory limit in bytes, ``cpus`` its CPU limit."""
+    def iso(t: Any) -> Optional[str]:
+        if not isinstance(t, _dt.datetime):
+            return None
+        return (t.astimezone() if t.tzinfo else t).replace(tzinfo=None, microsecond=0).isoformat()
+
+    submit, start, end = iso(created), iso(started), iso(finished)
+    elapsed = _seconds_between(start, end)
+    return {
+        "source": "kube", "job_id": None, "job_name": pod, "state": state,
+        "exit_code": None if exit_code is None else str(exit_code), "elapsed_s": elapsed,
+        "elapsed": format_duration(elapsed), "total_cpu_s": None, "total_cpu": "", "max_rss_bytes": None,
+        "req_mem_bytes": None if mem_limit is None else int(mem_limit), "req_mem": format_size(mem_limit),
+        "alloc_cpus": cpus, "nodelist": node, "submit": submit, "start": start, "end": end,
+        "queue_wait_s": _seconds_between(submit, start), "timelimit": "", "cpu_efficiency": None,
+        "memory_efficiency": None,
+    }
+
+
 def format_lines(record: Mapping[str, Any]) -> list:
     """The record as the last lines of a task log (seff-like)."""
     def pct(v: Any) -> str:
@@ -187,4 +213,4 @@ def format_lines(record: Mapping[str, Any]) -> list:
 
 __all__ = ["XCOM_KEY", "SACCT_FIELDS", "sacct_accounting_command", "parse_sacct_accounting", "parse_duration",
            "format_duration", "parse_size", "format_size", "efficiency", "cpu_efficiency", "accounting_final",
-           "rusage_record", "format_lines"]
+           "rusage_record", "pod_record", "format_lines"]
