@@ -135,7 +135,7 @@ class SharedJobPoll:
             for job_id in ids:
                 state["wanted"][job_id] = now
             state["wanted"] = {j: t for j, t in state["wanted"].items() if now - t < WANTED_TTL}
-            fresh = now - state["time"] < 0.9 * interval
+            fresh = now - state["time"] < interval  # spaced >= interval: one query per interval for all
             if not fresh:
                 state["jobs"] = self._query(sorted(state["wanted"]), state["stats"])
                 state["time"] = now
