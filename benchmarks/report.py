@@ -122,6 +122,9 @@ def markdown(result: dict) -> str:
     if slurm is not None:
         lines += ["", "## Slurm (benchmarks/slurm_bench.py)", ""]
         lines += [slurm["table"]] if "table" in slurm else ["```", str(slurm)[:3000], "```"]
+        if slurm.get("scale_table") or slurm.get("scale_error"):
+            lines += ["", "## Many waiting Slurm tasks (benchmarks/slurm_local_bench.py)", ""]
+            lines += [slurm.get("scale_table") or f"```\n{slurm['scale_error']}\n```"]
     lines += ["", "## Targets", "", "| target | measured | limit | ok |", "|---|---|---|---|"]
     for t in result["targets"]:
         ok = "-" if t["ok"] is None else ("yes" if t["ok"] else "**no**")
