@@ -36,7 +36,7 @@ def format_size(nbytes: Any) -> str:
 
 STATE_COLOURS = {
     "success": "#2e9e44", "COMPLETED": "#2e9e44", "failed": "#d1342f", "FAILED": "#d1342f",
-    "upstream_failed": "#f0a04b", "OUT_OF_MEMORY": "#8e44ad", "TIMEOUT": "#e67e22", "CANCELLED": "#7f8c8d",
+    "upstream_failed": "#f0a04b", "OUT_OF_MEMORY": "#8e44ad", "OOMKilled": "#8e44ad", "TIMEOUT": "#e67e22", "CANCELLED": "#7f8c8d",
     "running": "#3498db", "RUNNING": "#3498db", "skipped": "#c9a0dc", "up_for_retry": "#f1c40f",
     "queued": "#95a5a6", "PENDING": "#95a5a6", "NODE_FAIL": "#c0392b", "PREEMPTED": "#16a085",
 }

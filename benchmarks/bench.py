@@ -177,7 +177,16 @@ def run_slurm(args: argparse.Namespace, work: str) -> dict | None:
         return {"error": f"exit {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}"}
     # keep the report, not the log lines the SSH hooks print on stdout
     lines = [ln for ln in proc.stdout.splitlines() if not _LOG_LINE.match(ln)]
-    return {"table": "\n".join(lines).strip()}
+    out = {"table": "\n".join(lines).strip()}
+    # many waiting tasks: queries per interval and memory per waiting job (slurm_local_bench.py)
+    scale = [sys.executable, os.path.join(HERE, "slurm_local_bench.py")] + (
+        ["--jobs", "20", "--local-jobs", "10", "--window", "3"] if args.quick else ["--jobs", "200", "--local-jobs", "200"])
+    proc = subprocess.run(scale, text=True, capture_output=True, timeout=args.timeout * 4)
+    if proc.returncode != 0:
+        out["scale_error"] = f"exit {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}"
+    else:
+        out["scale_table"] = "\n".join(ln for ln in proc.stdout.splitlines() if not _LOG_LINE.match(ln)).strip()
+    return out
 
 
 def main(argv: list | None = None) -> int:
@@ -187,7 +196,7 @@ def main(argv: list | None = None) -> int:
     p.add_argument("--shapes", default=None, help="comma-separated NxM, default: all")
     p.add_argument("--metric", choices=("wall", "cpu"), default="wall",
                    help="what ratios and targets use: wall time (default; a quiet machine) or CPU time")
-    p.add_argument("--slurm", action="store_true", help="also run benchmarks/slurm_bench.py (needs the cluster)")
+    p.add_argument("--slurm", action="store_true", help="also run benchmarks/slurm_bench.py and slurm_local_bench.py (needs the cluster)")
     p.add_argument("--no-tasks", action="store_true", help="skip the task-overhead measurement")
     p.add_argument("--no-run-cli", action="store_true", help="skip `stepcab run` vs `stimela run` (run_bench.py)")
     p.add_argument("--timeout", type=float, default=900.0, help="per-child timeout in seconds")

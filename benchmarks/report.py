@@ -125,6 +125,9 @@ def markdown(result: dict) -> str:
     if slurm is not None:
         lines += ["", "## Slurm (benchmarks/slurm_bench.py)", ""]
         lines += [slurm["table"]] if "table" in slurm else ["```", str(slurm)[:3000], "```"]
+        if slurm.get("scale_table") or slurm.get("scale_error"):
+            lines += ["", "## Many waiting Slurm tasks (benchmarks/slurm_local_bench.py)", ""]
+            lines += [slurm.get("scale_table") or f"```\n{slurm['scale_error']}\n```"]
     if result.get("run_cli"):
         import run_bench
 

@@ -65,6 +65,22 @@ def test_rusage_record_of_a_real_process(tmp_path):
                                                   abs=0.1)
 
 
+def test_rusage_is_the_commands_own_not_the_workers():
+    """Linux counts the image ``exec`` replaced in ``ru_maxrss``: a command forked from a big worker
+    would report the worker's size. The measuring leader keeps the figures the command's own."""
+    from airflow_provider_stepcab.runtime.native import NativeRunner
+
+    ballast = bytearray(300 << 20)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # this "worker" is now 300 MiB resident
+    small = NativeRunner().run([sys.executable, "-S", "-c", "pass"], log=lambda *a: None)
+    assert small.exit_code == 0 and small.usage["max_rss_bytes"] < 100 << 20
+    # exit statuses pass through the leader unchanged, signals included
+    assert NativeRunner().run(["sh", "-c", "exit 3"], log=lambda *a: None).exit_code == 3
+    for sig in (9, 15):
+        assert NativeRunner().run(["sh", "-c", f"kill -{sig} $$"], log=lambda *a: None).exit_code == -sig
+    del ballast
+
+
 def test_factor_rule_grows_per_failure_up_to_the_ceiling():
     rules = E.parse_retry_resources({"mem": {"factor": 2, "max": "3G"}, "time": {"factor": 1.5}})
     assert E.escalate(rules, {"mem": "1G", "time": "1:00:00"}, {"mem": 1, "time": 0}) == {

@@ -95,6 +95,16 @@ kube:
       cab: shell
       tags: [never]
       params: {{script: 'echo ANSWER=7; for i in 1 2 3 4; do echo tick-$i; sleep 1; done'}}
+    oomretry:
+      cab: shell
+      tags: [never]
+      backend: {{kube: {{job_pod: {{memory: {{request: 16Mi, limit: 24Mi}}}}, retry_resources: {{mem: {{factor: 2, max: 1Gi}}}}}}}}
+      params: {{script: 'echo eating; x=$(head -c 16000000 /dev/zero | tr "\\0" a); echo survived'}}
+    flaky:
+      cab: shell
+      tags: [never]
+      backend: {{kube: {{job_pod: {{memory: {{request: 16Mi, limit: 24Mi}}}}, retry_resources: {{mem: {{factor: 2}}}}}}}}
+      params: {{script: 'if [ -e flaked ]; then echo second-time-lucky; else touch flaked; exit 3; fi'}}
     slurmy:
       cab: shell
       tags: [never]
@@ -103,7 +113,7 @@ kube:
 """
 
 DAG_FILE = """
-import os, pendulum
+import datetime, os, pendulum
 from airflow.sdk import DAG
 from airflow_provider_stepcab.operators.kube import StepcabKubernetesOperator
 
@@ -125,6 +135,12 @@ for mode in ("defer", "sync", "stream"):
                                       poll_interval=0.5, startup_check_interval_seconds=1,
                                       logging_interval=1 if mode == "stream" else None)
     globals()["dag_" + mode] = dag
+
+with DAG("stepcab_kube_retry", schedule=None, start_date=pendulum.datetime(2024, 1, 1),
+         default_args={{"retries": 1, "retry_delay": datetime.timedelta(seconds=1)}}) as dag_retry:
+    for label in ("oomretry", "flaky"):
+        StepcabKubernetesOperator(task_id=label, recipe_file=RECIPE, recipe_name="kube", step_path=[label],
+                                  kubernetes_conn_id="kube_fake", poll_interval=0.5, startup_check_interval_seconds=1)
 """
 
 
@@ -249,6 +265,29 @@ def test_image_pull_backoff(dags, kube, mode):
     # the sync KPO gives up at the first ErrImagePull, the trigger may see the back-off already
     assert "image cannot be pulled (ErrImagePull): Failed to pull image" in text or \
         'image cannot be pulled (ImagePullBackOff): Back-off pulling image "nowhere.invalid' in text, text
+
+
+def test_oom_killed_pod_is_retried_with_doubled_memory(dags, kube, capfd):
+    """Try 1 (limit 24Mi) is OOMKilled; Airflow's retry asks for 48Mi (the recipe's factor 2) and
+    succeeds. A failure of another kind (``flaky``: exit 3, then fine) retries with the same request."""
+    run, states, work, created = _run(dags, kube, "retry", "retry", {"select": ["oomretry", "flaky"]})
+    out = capfd.readouterr().out
+    assert states == {"oomretry": "success", "flaky": "success"}, (states, failure(work, "oomretry"))
+    by_task = {}
+    for pod in created:
+        by_task.setdefault(pod["metadata"]["labels"]["task_id"], []).append(pod["spec"]["containers"][0]["resources"])
+    assert by_task["oomretry"] == [{"requests": {"memory": "16Mi"}, "limits": {"memory": "24Mi"}},
+                                   {"requests": {"memory": "32Mi"}, "limits": {"memory": "48Mi"}}]
+    assert by_task["flaky"] == [{"requests": {"memory": "16Mi"}, "limits": {"memory": "24Mi"}}] * 2
+    why = "1 earlier OUT_OF_MEMORY/OOMKilled try; rule factor 2, max 1Gi"
+    assert f"retry with more resources: mem 24Mi -> 48Mi ({why})" in out
+    rec = xcom(run, "oomretry", "stepcab_resources")
+    assert rec["source"] == "kube" and rec["state"] == "COMPLETED" and rec["attempt"] == 2
+    assert rec["escalated"] == {"mem": {"from": "24Mi", "to": "48Mi", "why": why}}
+    assert rec["req_mem_bytes"] == 48 << 20 and rec["elapsed_s"] is not None
+    assert "Raised for this try: mem 24Mi -> 48Mi" in out
+    flaky = xcom(run, "flaky", "stepcab_resources")
+    assert flaky["state"] == "COMPLETED" and flaky["attempt"] == 2 and flaky["escalated"] == {}
 
 
 def test_file_param_outside_mounts_fails_before_any_pod(dags, kube):

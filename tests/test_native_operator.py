@@ -147,11 +147,11 @@ hand:
     slow:
       cab: shell
       tags: [never]
-      params: {script: 'sleep {recipe.seconds} & echo $$ > slow.pid; wait'}
+      params: {script: 'sleep {recipe.seconds} & cut -d" " -f5 /proc/$$/stat > slow.pid; wait'}
     long:
       cab: shell
       tags: [never]
-      params: {script: 'sleep 300 & sleep 301 & echo $$ > long.pid; wait'}
+      params: {script: 'sleep 300 & sleep 301 & cut -d" " -f5 /proc/$$/stat > long.pid; wait'}
 """
 
 DAG_FILE = """

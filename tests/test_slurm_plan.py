@@ -144,10 +144,26 @@ def test_events_round_trip():
         SlurmJobEvent.from_dict("nope")
 
 
-def test_files_command_parsing():
+def test_files_command_parsing(tmp_path):
     from airflow_provider_stepcab.triggers.slurm import files_command, parse_files
 
-    assert "'/a b'" in files_command(["/a b"])
-    got = parse_files("/a\t0\t1\t10\t-1\n/b\t\t0\t-1\t-1\nbroken\n")
+    import subprocess
+
+    assert "'/a b/exitcode'" in files_command(["/a b"])
+    got = parse_files("S\t10\t/a/stdout.log\nS\t0\t/a/started\nE\t/a/exitcode:0\nbroken\nE\t/c/exitcode:1\n",
+                      ["/a", "/b"])
     assert got["/a"].exit_code == 0 and got["/a"].started and got["/a"].sizes == {"stdout": 10, "stderr": -1}
-    assert got["/b"].exit_code is None and not got["/b"].started
+    assert got["/b"].exit_code is None and not got["/b"].started and "/c" not in got
+    # the command itself, on real files (one job done, one running, one not started)
+    base = tmp_path / "jobs dir"
+    for name, files in {"done": {"exitcode": "3\n", "started": "", "stdout.log": "abc", "stderr.log": ""},
+                        "running": {"started": "", "stdout.log": "x" * 7}, "queued": {}}.items():
+        (base / name).mkdir(parents=True)
+        for f, text in files.items():
+            (base / name / f).write_text(text)
+    dirs = [str(base / n) for n in ("done", "running", "queued")]
+    out = subprocess.run(["bash", "-c", files_command(dirs)], capture_output=True, text=True).stdout
+    got = parse_files(out, dirs)
+    assert (got[dirs[0]].exit_code, got[dirs[0]].started, got[dirs[0]].sizes) == (3, True, {"stdout": 3, "stderr": 0})
+    assert (got[dirs[1]].exit_code, got[dirs[1]].started, got[dirs[1]].sizes) == (None, True, {"stdout": 7, "stderr": -1})
+    assert (got[dirs[2]].exit_code, got[dirs[2]].started, got[dirs[2]].sizes) == (None, False, {"stdout": -1, "stderr": -1})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import posixpath
 import shlex
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from airflow.sdk import BaseHook
 
@@ -242,11 +242,16 @@ class SlurmHook(BaseHook):
         client.chmod(tmp, mode)
         client.posix_rename(tmp, path)
 
+    def open_binary(self, path: str) -> Any:
+        """``path`` opened for binary reading (over SFTP here; locally in :mod:`.slurm_local`);
+        raises ``FileNotFoundError`` when it does not exist."""
+        return self.sftp_hook.get_conn().open(path, "rb")
+
     def read_from(self, path: str, offset: int = 0, max_bytes: int = 1 << 20) -> tuple:
         """Read up to ``max_bytes`` of ``path`` from ``offset`` → ``(bytes, new_offset)``;
         a missing file gives ``(b"", offset)``."""
         try:
-            with self.sftp_hook.get_conn().open(path, "rb") as fh:
+            with self.open_binary(path) as fh:
                 fh.seek(offset)
                 data = fh.read(max_bytes)
         except FileNotFoundError:
@@ -256,7 +261,7 @@ class SlurmHook(BaseHook):
     def read_text(self, path: str, max_bytes: int = 1 << 20) -> Optional[str]:
         """The whole file (capped) as text, ``None`` when it does not exist."""
         try:
-            with self.sftp_hook.get_conn().open(path, "rb") as fh:
+            with self.open_binary(path) as fh:
                 return fh.read(max_bytes).decode("utf-8", "replace")
         except FileNotFoundError:
             return None

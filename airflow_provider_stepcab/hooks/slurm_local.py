@@ -59,21 +59,8 @@ class LocalSlurmHook(SlurmHook):
         os.chmod(tmp, mode)
         os.replace(tmp, path)
 
-    def read_from(self, path: str, offset: int = 0, max_bytes: int = 1 << 20) -> tuple:
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(offset)
-                data = fh.read(max_bytes)
-        except FileNotFoundError:
-            return b"", offset
-        return data, offset + len(data)
-
-    def read_text(self, path: str, max_bytes: int = 1 << 20) -> Optional[str]:
-        try:
-            with open(path, "rb") as fh:
-                return fh.read(max_bytes).decode("utf-8", "replace")
-        except FileNotFoundError:
-            return None
+    def open_binary(self, path: str) -> Any:
+        return open(path, "rb")
 
 
 def make_slurm_hook(conn_id: str, **kwargs: Any) -> SlurmHook:
@@ -148,7 +135,7 @@ class SharedJobPoll:
             for job_id in ids:
                 state["wanted"][job_id] = now
             state["wanted"] = {j: t for j, t in state["wanted"].items() if now - t < WANTED_TTL}
-            fresh = now - state["time"] < 0.9 * interval
+            fresh = now - state["time"] < interval  # spaced >= interval: one query per interval for all
             if not fresh:
                 state["jobs"] = self._query(sorted(state["wanted"]), state["stats"])
                 state["time"] = now

@@ -77,6 +77,7 @@ class StepcabKubernetesOperator(StepcabBaseOperator, KubernetesPodOperator):
         self._wrangler: Any = None
         self._tail: collections.deque = collections.deque(maxlen=TAIL_LINES)
         self._final_pod: Any = None
+        self._raised: Optional[dict] = None
 
     # ----------------------------------------------------------------- resolution and plan
 
@@ -119,6 +120,48 @@ class StepcabKubernetesOperator(StepcabBaseOperator, KubernetesPodOperator):
         if timeout and not self._explicit_timeouts:
             self.startup_timeout_seconds = self.schedule_timeout_seconds = int(timeout)
 
+    # ----------------------------------------------------------------- retry with more memory
+
+    def _outcomes(self, step: "R.ResolvedStep", context: Any) -> Any:
+        from airflow_provider_stepcab.runtime.try_outcomes import outcomes_path
+
+        ti = context["ti"]
+        return outcomes_path(step.workdir.path, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
+                             map_index=getattr(ti, "map_index", -1))
+
+    def more_memory(self, step: "R.ResolvedStep", context: Any, resources: Any) -> tuple:
+        """``(resources, raised)`` of this try: ``backend.kube.retry_resources`` applied after the
+        earlier tries that ended ``OOMKilled`` (:func:`~..plan.escalate.raise_pod_memory`)."""
+        from airflow_provider_stepcab.plan import escalate as E
+        from airflow_provider_stepcab.runtime.try_outcomes import earlier_reasons
+
+        try:
+            rules = E.parse_retry_resources(step.backend.kube.retry_resources, "backend.kube.retry_resources",
+                                            E.KUBE_UNITS)
+            if not rules:
+                return dict(resources or {}), {}
+            ooms = E.failure_counts(earlier_reasons(self._outcomes(step, context), context["ti"].try_number))["mem"]
+            return E.raise_pod_memory(rules, resources or {}, ooms)
+        except E.EscalationError as exc:
+            raise AirflowException(f"step {step.fqname}: {exc}") from None
+
+    def _retry_with_more_memory(self, plan: Any, step: "R.ResolvedStep", context: Any) -> None:
+        resources, self._raised = self.more_memory(step, context, plan.container.get("resources"))
+        if self._raised:
+            plan.container["resources"] = resources
+        for resource, change in self._raised.items():
+            self.log.info("retry with more resources: %s %s -> %s (%s)", resource, change["from"], change["to"],
+                          change["why"])
+
+    def _raised_for_this_try(self, step: "R.ResolvedStep", context: Any) -> dict:
+        """What :meth:`_retry_with_more_memory` raised (planned again after a deferral: deterministic)."""
+        if self._raised is None:
+            try:
+                self._raised = self.more_memory(step, context, self.plan_pod(step, context).container.get("resources"))[1]
+            except AirflowException:
+                self._raised = {}
+        return self._raised
+
     # ----------------------------------------------------------------- execute
 
     def execute(self, context: Any) -> Any:
@@ -128,6 +171,7 @@ class StepcabKubernetesOperator(StepcabBaseOperator, KubernetesPodOperator):
         self.log.info("step %s (%s) on backend %s in %s", step.fqname, step.cab.name, step.backend_name,
                       step.workdir.path)
         plan = self.plan_pod(step, context)
+        self._retry_with_more_memory(plan, step, context)
         self._configure(plan, step)
         self.log.info("pod command: %s", plan.container["command"])
         with R.chdir(step.workdir.path):
@@ -238,10 +282,44 @@ class StepcabKubernetesOperator(StepcabBaseOperator, KubernetesPodOperator):
             self.log.info("exit code %s, but the cab's wranglers declared success", exit_code)
         if not ok and exit_code != 0:
             errors += reasons
+        pod = self._final_pod or self.pod
+        usage = self._account(step, context, pod, exit_code, ok)
         result = RunResult(exit_code=exit_code, success=ok, outputs=dict(state.outputs) if state else {},
                            errors=errors, warnings=list(state.warnings) if state else [], tail=list(self._tail),
-                           declared_success=bool(state and state.declared_success))
+                           declared_success=bool(state and state.declared_success), usage=usage)
         return self._finish(step, result, context)
+
+    def _account(self, step: "R.ResolvedStep", context: Any, pod: Any, exit_code: Optional[int], ok: bool) -> Any:
+        """Record how this try ended (for the retries' ``retry_resources``) and return the pod's
+        ``stepcab_resources`` record (``None`` when the container never ran)."""
+        from airflow_provider_stepcab.plan.quantities import kube_quantity
+        from airflow_provider_stepcab.runtime.accounting import pod_record
+        from airflow_provider_stepcab.runtime.try_outcomes import record_outcome
+
+        term = terminated_state(pod)
+        reason = "COMPLETED" if ok else (getattr(term, "reason", None) or "FAILED")
+        state = reason if reason in ("COMPLETED", "OOMKilled") else "FAILED"
+        try:
+            record_outcome(self._outcomes(step, context), context["ti"].try_number, reason=reason, exit_code=exit_code)
+        except OSError as exc:  # never fail a step for its bookkeeping
+            self.log.warning("cannot record the outcome of this try: %s", exc)
+        if term is None:
+            return None
+        container = next((c for c in (getattr(pod.spec, "containers", None) or []) if c.name == CONTAINER_NAME), None)
+        limits = getattr(getattr(container, "resources", None), "limits", None) or {}
+
+        def amount(key: str) -> Optional[float]:
+            try:
+                return kube_quantity(limits[key]) if key in limits else None
+            except ValueError:
+                return None
+
+        record = pod_record(pod=pod.metadata.name, state=state, exit_code=exit_code,
+                            created=pod.metadata.creation_timestamp, started=term.started_at,
+                            finished=term.finished_at, node=getattr(pod.spec, "node_name", None) or "",
+                            mem_limit=amount("memory"), cpus=amount("cpu"))
+        record["escalated"] = self._raised_for_this_try(step, context)
+        return record
 
     def _finish(self, step: "R.ResolvedStep", result: Any, context: Any) -> Any:
         """The base's :meth:`~.base.StepcabBaseOperator.finish_step`, then ``return_value`` pushed
@@ -268,6 +346,13 @@ class _WranglingPodManager(PodManager):
 
 
 # --------------------------------------------------------------------- helpers (no operator state)
+
+def terminated_state(pod: Any) -> Any:
+    """The step container's ``terminated`` state (``exit_code``, ``reason``, times), else ``None``."""
+    status = getattr(pod, "status", None)
+    cstatus = next((c for c in (getattr(status, "container_statuses", None) or []) if c.name == CONTAINER_NAME), None)
+    return getattr(getattr(cstatus, "state", None), "terminated", None)
+
 
 def diagnose(pod: Any, error: Optional[BaseException], event: Optional[dict], *,
              startup_timeout: Optional[int] = None) -> tuple:
@@ -315,4 +400,4 @@ def diagnose(pod: Any, error: Optional[BaseException], event: Optional[dict], *,
     return exit_code, reasons
 
 
-__all__ = ["StepcabKubernetesOperator", "diagnose"]
+__all__ = ["StepcabKubernetesOperator", "diagnose", "terminated_state"]

@@ -94,7 +94,8 @@ def run_engine(op: StepcabBaseOperator, step: ResolvedStep, context: Any, *, eng
     except (C.ContainerError, ContainerPlanError, ImageError) as exc:
         raise AirflowException(f"step {step.fqname}: {exc}") from None
     runner = C.ContainerRunner(stop_argv=plan.stop_argv(settings.stop_timeout), cleanup_argv=plan.rm_argv,
-                               stop_timeout=float(settings.stop_timeout) + 20.0, rlimits=step.backend.rlimits or None)
+                               stop_timeout=float(settings.stop_timeout) + 20.0, rlimits=step.backend.rlimits or None,
+                               usage_note=f"rusage of the {engine} client, not of the container")
     # docker: remove a container left by an earlier attempt (podman's `run --replace` does that)
     return run_in_container(op, step, plan, runner, planned.argv, clean_tmp=bool(settings.clean_tmp),
                             before=(plan.rm_argv,) if engine == "docker" else ())

@@ -154,6 +154,7 @@ def finish_step(op: Any, step: R.ResolvedStep, result: Any, context: Any) -> Opt
     reason and the last output lines, check/finalise outputs, push the ``stepcab_params`` XCom and
     emit file outputs as Assets. Returns the outputs (``None`` for a cab without outputs)."""
     push_step_record(op, step, context)
+    report_usage(op, result, context)
     if result.outputs:
         step.params.update(result.outputs)
     if not result.success:
@@ -170,6 +171,14 @@ def finish_step(op: Any, step: R.ResolvedStep, result: Any, context: Any) -> Opt
     if not step.cab.outputs:
         return None  # nothing to return: no ``return_value`` XCom (one request less per task)
     return {k: v for k, v in R.plain(step.params).items() if k in step.cab.outputs}
+
+
+def report_usage(op: Any, result: Any, context: Any) -> None:
+    """Accounting: a run's own resource record (``RunResult.usage``) as the last lines of the task
+    log and the ``stepcab_resources`` XCom (:func:`.slurm_resources.report_run_usage`)."""
+    from airflow_provider_stepcab.operators.slurm_resources import report_run_usage
+
+    report_run_usage(op, result, context)
 
 
 def dispatch(op: Any, step: R.ResolvedStep, context: Any) -> Any:

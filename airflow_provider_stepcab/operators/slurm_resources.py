@@ -7,8 +7,8 @@
 * :func:`job_resources` / :func:`report_resources`: after the job, ``sacct``'s figures with seff's
   efficiencies (:mod:`..runtime.accounting`) as the task log's last lines and the
   ``stepcab_resources`` XCom.
-* :func:`resources_xcom`: the same record for a native/container step from its process group's
-  ``rusage`` (``RunResult.usage``), for the epilogue of :mod:`.running`.
+* :func:`report_run_usage`: the same record for a native/container step (its process group's
+  ``rusage``) or a pod, carried in ``RunResult.usage``: called by the epilogue of :mod:`.running`.
 """
 
 from __future__ import annotations
@@ -75,15 +75,23 @@ def report_resources(record: Optional[dict], *, log: Any, ti: Any, job: Optional
 
 
 def resources_xcom(result: Any) -> Optional[dict]:
-    """The ``stepcab_resources`` record of a native/container run (``RunResult.usage``), or ``None``.
-
-    The lead's epilogue in :mod:`.running` can do::
-
-        record = resources_xcom(result)
-        if record: report_resources(record, log=self.log, ti=context["ti"])
-    """
+    """The ``stepcab_resources`` record a local run carries (``RunResult.usage``: a native or
+    container process group's ``rusage``, a pod's figures), or ``None``."""
     usage = getattr(result, "usage", None)
     return dict(usage) if usage else None
 
 
-__all__ = ["escalated_options", "job_resources", "report_resources", "resources_xcom", "ACCOUNTING_PATIENCE"]
+def report_run_usage(op: Any, result: Any, context: Any) -> None:
+    """The epilogue's accounting (:func:`.running.finish_step`): a run that carries its own record
+    (:func:`resources_xcom`) ends the task log with it and pushes it as ``stepcab_resources``, with
+    this try's number and what ``retry_resources`` raised for it. Slurm steps report ``sacct``'s
+    record themselves (their ``RunResult`` carries none)."""
+    record = resources_xcom(result)
+    if record is None:
+        return
+    ti = context["ti"]
+    job = {"try_number": getattr(ti, "try_number", None), "escalated": record.get("escalated")}
+    report_resources(record, log=op.log, ti=ti, job=job)
+
+
+__all__ = ["escalated_options", "job_resources", "report_resources", "report_run_usage", "resources_xcom", "ACCOUNTING_PATIENCE"]

@@ -27,20 +27,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
+from airflow_provider_stepcab.plan.quantities import kube_quantity, memory_bytes, time_limit_seconds
+
 #: Airflow config section and keys the deployer sets (``AIRFLOW__STEPCAB__TRIGGER_OVERRIDES_ALLOW``)
 CONFIG_SECTION = "stepcab"
 ALLOW_KEY = "trigger_overrides_allow"
 LIMITS_KEY = "trigger_limits"
 
-_SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
-_SLURM_SIZE = re.compile(r"^(\d+)([KMGT]?)$", re.IGNORECASE)
-_ENGINE_SIZE = re.compile(r"^(\d+)([bkmg]?)$", re.IGNORECASE)
-_KUBE_SIZE = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$")
-_KUBE_CPU = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")
 _NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_KUBE_UNITS = {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40,
-               "K": 10 ** 3, "M": 10 ** 6, "G": 10 ** 9, "T": 10 ** 12}
 
 
 class PolicyViolation(ValueError):
@@ -48,53 +42,32 @@ class PolicyViolation(ValueError):
 
 
 def slurm_seconds(text: Any) -> int:
-    """A Slurm time limit (``minutes``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``) in seconds."""
-    match = _SLURM_TIME.match(str(text).strip())
-    if not match or isinstance(text, bool):
+    """A Slurm time limit (``minutes``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``) in seconds
+    (:func:`~..plan.quantities.time_limit_seconds`; ``UNLIMITED`` is no limit a trigger may ask for)."""
+    seconds = time_limit_seconds(text)
+    if seconds is None:
         raise ValueError(f"{text!r} is not a Slurm time (minutes, HH:MM:SS or D-HH:MM:SS)")
-    days, first, second, third = match.groups()
-    parts = [int(x) for x in (first, second, third) if x is not None]
-    if days is not None:  # D-H, D-H:M, D-H:M:S
-        h, m, s = (parts + [0, 0])[:3]
-        return int(days) * 86400 + h * 3600 + m * 60 + s
-    if len(parts) == 1:
-        return parts[0] * 60
-    if len(parts) == 2:
-        return parts[0] * 60 + parts[1]
-    return parts[0] * 3600 + parts[1] * 60 + parts[2]
+    return seconds
 
 
 def slurm_bytes(text: Any) -> int:
-    """A Slurm memory size (``8000`` = MiB, ``8G``) in bytes."""
-    match = _SLURM_SIZE.match(str(text).strip())
-    if not match or isinstance(text, bool):
-        raise ValueError(f"{text!r} is not a Slurm memory size (a number with K, M, G or T)")
-    unit = match.group(2).lower() or "m"
-    return int(match.group(1)) * _UNITS[unit]
+    """A Slurm memory size (``8000`` = MiB, ``8G``) in bytes (:func:`~..plan.quantities.memory_bytes`)."""
+    return memory_bytes(text, "M")
 
 
 def engine_bytes(text: Any) -> int:
     """A podman/docker ``--memory`` (``512m``, ``4g``; bytes without a unit) in bytes."""
-    match = _ENGINE_SIZE.match(str(text).strip())
-    if not match or isinstance(text, bool):
-        raise ValueError(f"{text!r} is not a memory size (a number with b, k, m or g)")
-    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+    return memory_bytes(text, "")
 
 
 def kube_bytes(text: Any) -> float:
     """A Kubernetes memory quantity (``512Mi``, ``4G``) in bytes."""
-    match = _KUBE_SIZE.match(str(text).strip())
-    if not match or isinstance(text, bool):
-        raise ValueError(f"{text!r} is not a Kubernetes memory quantity (e.g. 512Mi, 4Gi)")
-    return float(match.group(1)) * _KUBE_UNITS[match.group(2)]
+    return kube_quantity(text)
 
 
 def kube_cpus(text: Any) -> float:
     """A Kubernetes CPU quantity (``500m``, ``2``) in CPUs."""
-    match = _KUBE_CPU.match(str(text).strip())
-    if not match or isinstance(text, bool):
-        raise ValueError(f"{text!r} is not a Kubernetes CPU quantity (e.g. 500m, 2)")
-    return float(match.group(1)) / (1000 if match.group(2) else 1)
+    return kube_quantity(text)
 
 
 def count(text: Any) -> float:

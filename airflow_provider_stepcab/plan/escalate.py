@@ -16,15 +16,19 @@ model: grow with the attempt, never above a ceiling)::
 only, a TIMEOUT time only): a factor gives ``base * factor**k`` (capped at ``max``), a ladder its
 ``k``-th entry (the last once exhausted). The base is the step's own request; without one, the
 request the failed job actually had (from accounting).
+
+Pods use the same rules (``backend.kube.retry_resources``, memory only, in Kubernetes quantities)
+through :func:`raise_pod_memory`: after an ``OOMKilled`` try the container's memory limit (and
+request) grows. Amounts are parsed by :mod:`.quantities` (:data:`SLURM_UNITS`, :data:`KUBE_UNITS`).
 """
 
 from __future__ import annotations
 
-import re
+import copy
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from ..runtime.accounting import format_duration, format_size, parse_size
+from . import quantities as Q
 
 #: which failure raises which resource
 CAUSES = {"mem": ("OUT_OF_MEMORY", "OOMKilled"), "time": ("TIMEOUT",)}
@@ -36,38 +40,41 @@ class EscalationError(ValueError):
 
 
 def parse_time_limit(text: Any) -> Optional[float]:
-    """Slurm ``--time`` values → seconds: ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``
-    (a bare number is minutes, as ``sbatch`` reads it); ``None`` for ``UNLIMITED``/empty."""
-    text = str(text if text is not None else "").strip()
-    if not text or text.upper() in ("UNLIMITED", "INFINITE", "INVALID", "PARTITION_LIMIT"):
-        return None
-    m = re.match(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$", text)
-    if not m:
-        raise EscalationError(f"'{text}' is not a Slurm time limit ([D-]HH:MM:SS, MM, MM:SS ...)")
-    days, a, b, c = m.groups()
-    nums = [int(x) for x in (a, b, c) if x is not None]
-    if days is not None:  # D-H, D-H:M, D-H:M:S
-        h, mi, s = (nums + [0, 0])[:3]
-        return int(days) * 86400 + h * 3600 + mi * 60 + s
-    if len(nums) == 1:
-        return nums[0] * 60.0
-    if len(nums) == 2:
-        return nums[0] * 60.0 + nums[1]
-    return nums[0] * 3600.0 + nums[1] * 60 + nums[2]
-
-
-def _amount(resource: str, value: Any, key: str) -> float:
+    """Slurm ``--time`` values → seconds (:func:`.quantities.time_limit_seconds`); ``None`` for
+    ``UNLIMITED``/empty; :class:`EscalationError` when malformed."""
     try:
-        amount = parse_size(value, "M") if resource == "mem" else parse_time_limit(value)
-    except EscalationError as exc:
-        raise EscalationError(f"{key}: {exc}") from None
-    if amount is None or amount <= 0:
-        raise EscalationError(f"{key}: '{value}' is not a {'memory size' if resource == 'mem' else 'time limit'}")
-    return float(amount)
+        return Q.time_limit_seconds(text)
+    except ValueError as exc:
+        raise EscalationError(str(exc)) from None
 
 
-def _render(resource: str, amount: float) -> str:
-    return format_size(amount) if resource == "mem" else format_duration(amount)
+@dataclass(frozen=True)
+class Units:
+    """How a scheduler writes each resource: ``{resource: (parse to a number, render)}``."""
+
+    name: str
+    parsers: Mapping[str, Any]
+
+    def amount(self, resource: str, value: Any, key: str) -> float:
+        parse, _render = self.parsers[resource]
+        try:
+            amount = parse(value)
+        except ValueError as exc:
+            raise EscalationError(f"{key}: {exc}") from None
+        if amount is None or amount <= 0:
+            what = "memory size" if resource == "mem" else "time limit"
+            raise EscalationError(f"{key}: '{value}' is not a {what}")
+        return float(amount)
+
+    def render(self, resource: str, amount: float) -> str:
+        return self.parsers[resource][1](amount)
+
+
+#: Slurm: ``--mem`` sizes (bare number = MiB, binary units) and ``--time`` limits
+SLURM_UNITS = Units("slurm", {"mem": (lambda v: Q.memory_bytes(v, "M"), Q.format_mem_option),
+                              "time": (Q.time_limit_seconds, Q.format_duration)})
+#: Kubernetes: memory quantities (``512Mi``, ``4Gi``; ``4G`` = 4·10⁹ bytes); pods have no time limit to raise
+KUBE_UNITS = Units("kube", {"mem": (Q.kube_quantity, Q.format_kube_memory)})
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,10 @@ class Rule:
         return min(value, self.ceiling) if self.ceiling else value
 
 
-def parse_retry_resources(section: Any, where: str = "backend.slurm.retry_resources") -> dict:
-    """``retry_resources`` mapping → ``{resource: Rule}``; raises :class:`EscalationError`."""
+def parse_retry_resources(section: Any, where: str = "backend.slurm.retry_resources",
+                          units: Units = SLURM_UNITS) -> dict:
+    """``retry_resources`` mapping → ``{resource: Rule}`` (amounts in ``units``' syntax);
+    raises :class:`EscalationError`."""
     if section in (None, {}):
         return {}
     if not isinstance(section, Mapping):
@@ -100,12 +109,12 @@ def parse_retry_resources(section: Any, where: str = "backend.slurm.retry_resour
     rules = {}
     for resource, spec in section.items():
         key = f"{where}.{resource}"
-        if resource not in RESOURCES:
-            raise EscalationError(f"{key}: unknown resource (one of {', '.join(RESOURCES)})")
+        if resource not in units.parsers:
+            raise EscalationError(f"{key}: unknown resource (one of {', '.join(units.parsers)})")
         if isinstance(spec, (list, tuple)):
             if not spec:
                 raise EscalationError(f"{key}: an empty ladder")
-            rules[resource] = Rule(resource, ladder=tuple(_amount(resource, v, f"{key}[{i}]") for i, v in enumerate(spec)))
+            rules[resource] = Rule(resource, ladder=tuple(units.amount(resource, v, f"{key}[{i}]") for i, v in enumerate(spec)))
             continue
         if not isinstance(spec, Mapping) or "factor" not in spec:
             raise EscalationError(f"{key}: expected {{factor: N, max: ...}} or a list of amounts, got {spec!r}")
@@ -115,7 +124,7 @@ def parse_retry_resources(section: Any, where: str = "backend.slurm.retry_resour
         factor = spec["factor"]
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1:
             raise EscalationError(f"{key}.factor: expected a number >= 1, got {factor!r}")
-        ceiling = _amount(resource, spec["max"], f"{key}.max") if spec.get("max") is not None else None
+        ceiling = units.amount(resource, spec["max"], f"{key}.max") if spec.get("max") is not None else None
         rules[resource] = Rule(resource, factor=float(factor), ceiling=ceiling)
     return rules
 
@@ -127,10 +136,10 @@ def failure_counts(states: Any) -> dict:
 
 
 def escalate(rules: Mapping[str, Rule], requested: Mapping[str, Any], counts: Mapping[str, int],
-             fallback: Optional[Mapping[str, Any]] = None) -> dict:
+             fallback: Optional[Mapping[str, Any]] = None, units: Units = SLURM_UNITS) -> dict:
     """The raised requests for this try → ``{resource: {"from", "to", "why"}}`` (only those raised).
 
-    :param requested: the step's own ``mem``/``time`` options (Slurm syntax; missing: unknown).
+    :param requested: the step's own ``mem``/``time`` requests (``units``' syntax; missing: unknown).
     :param counts: :func:`failure_counts` of the earlier tries.
     :param fallback: the failed job's actual request (``{"mem": "1G", "time": "00:10:00"}``), used
         as the base when the step sets none (then it counts as already raised ``k - 1`` times).
@@ -141,23 +150,49 @@ def escalate(rules: Mapping[str, Rule], requested: Mapping[str, Any], counts: Ma
         if k <= 0:
             continue
         text = requested.get(resource)
-        base = _amount(resource, text, resource) if text not in (None, "") else None
+        base = units.amount(resource, text, resource) if text not in (None, "") else None
         kk = k
         if base is None and fallback and fallback.get(resource) not in (None, ""):
             try:
-                base, kk = _amount(resource, fallback[resource], resource), 1
+                base, kk = units.amount(resource, fallback[resource], resource), 1
             except EscalationError:
                 base = None
         new = rule.amount(base, kk)
         if new is None or (base is not None and new <= base):
             continue
         why = f"{k} earlier {'/'.join(CAUSES[resource])} " + ("try" if k == 1 else "tries")
-        rule_text = (f"ladder {[_render(resource, a) for a in rule.ladder]}" if rule.ladder else
-                     f"factor {rule.factor:g}" + (f", max {_render(resource, rule.ceiling)}" if rule.ceiling else ""))
-        out[resource] = {"from": _render(resource, base) if base is not None else "unset",
-                         "to": _render(resource, new), "why": f"{why}; rule {rule_text}"}
+        rule_text = (f"ladder {[units.render(resource, a) for a in rule.ladder]}" if rule.ladder else
+                     f"factor {rule.factor:g}" + (f", max {units.render(resource, rule.ceiling)}" if rule.ceiling else ""))
+        out[resource] = {"from": units.render(resource, base) if base is not None else "unset",
+                         "to": units.render(resource, new), "why": f"{why}; rule {rule_text}"}
     return out
 
 
-__all__ = ["Rule", "EscalationError", "parse_retry_resources", "parse_time_limit", "failure_counts", "escalate",
+def raise_pod_memory(rules: Mapping[str, Rule], resources: Mapping[str, Any], oom_tries: int) -> tuple:
+    """A pod container's ``resources`` after ``oom_tries`` earlier ``OOMKilled`` tries →
+    ``(resources, raised)`` (``raised`` as :func:`escalate` gives it; ``{}``: unchanged).
+
+    The base is the memory **limit** (what the kernel enforces; the request when no limit is set).
+    The limit becomes the raised amount and the request grows by the same ratio, never above the
+    new limit (a ladder without any base sets the limit alone). ``rules`` come from
+    :func:`parse_retry_resources` with :data:`KUBE_UNITS`.
+    """
+    limits, requests = dict(resources.get("limits") or {}), dict(resources.get("requests") or {})
+    base_text = limits.get("memory") or requests.get("memory")
+    raised = escalate({k: v for k, v in rules.items() if k == "mem"}, {"mem": base_text}, {"mem": oom_tries},
+                      units=KUBE_UNITS)
+    if not raised:
+        return dict(resources), {}
+    new = KUBE_UNITS.amount("mem", raised["mem"]["to"], "mem")
+    out = copy.deepcopy(dict(resources))
+    if limits.get("memory") or not requests.get("memory"):
+        out.setdefault("limits", {})["memory"] = raised["mem"]["to"]
+    if requests.get("memory"):
+        base = KUBE_UNITS.amount("mem", base_text, "mem")
+        request = KUBE_UNITS.amount("mem", requests["memory"], "mem")
+        out.setdefault("requests", {})["memory"] = Q.format_kube_memory(min(request * new / base, new))
+    return out, raised
+
+
+__all__ = ["Rule", "Units", "SLURM_UNITS", "KUBE_UNITS", "raise_pod_memory", "EscalationError", "parse_retry_resources", "parse_time_limit", "failure_counts", "escalate",
            "CAUSES", "RESOURCES"]

@@ -36,12 +36,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
+from .quantities import kube_quantity
+
 CONTAINER_NAME = "step"
 LABEL_PREFIX = "stepcab.io/"
 _LABEL_OK = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_QUANTITY = re.compile(r"^\+?(?P<num>[0-9]+(\.[0-9]*)?|\.[0-9]+)(?P<unit>m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][0-9]+)?$")
-_UNITS = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-          "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60}
 
 
 class PodPlanError(ValueError):
@@ -129,12 +128,10 @@ def merge_fragment(base: Any, fragment: Any, path: str = "spec") -> Any:
 
 def parse_quantity(value: Any, what: str) -> float:
     """A Kubernetes quantity (``500m``, ``4Gi``, ``1.5``) as a number; :class:`PodPlanError` if malformed."""
-    m = _QUANTITY.match(str(value).strip())
-    if not m:
-        raise PodPlanError(f"{what}: '{value}' is not a Kubernetes quantity (e.g. 500m, 2, 512Mi, 4Gi)")
-    unit = m.group("unit") or ""
-    scale = 10 ** int(unit[1:]) if unit[:1] in ("e", "E") and len(unit) > 1 else _UNITS[unit]
-    return float(m.group("num")) * scale
+    try:
+        return kube_quantity(value)
+    except ValueError as exc:
+        raise PodPlanError(f"{what}: {exc}") from None
 
 
 def pod_resources(job_pod: Any) -> dict:

@@ -210,6 +210,8 @@ class KubeOptions:
     capture_logs_style: Optional[str] = "blue"
     user: KubeUser = field(default_factory=KubeUser)
     predefined_pod_specs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    # stepcab: raise the memory of a retry after an OOMKilled try (plan/escalate.py; docs/kubernetes.md)
+    retry_resources: Dict[str, Any] = field(default_factory=dict)
 
 
 @record

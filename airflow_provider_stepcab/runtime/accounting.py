@@ -3,7 +3,7 @@
 Pure parsing and arithmetic, no Airflow and no I/O (the caller runs the commands). The record is
 a flat JSON-able dict, the same keys for every backend (``None`` where a figure is unknown):
 
-``source``            ``"sacct"`` or ``"rusage"``
+``source``            ``"sacct"``, ``"rusage"`` or ``"kube"`` (a pod's status: no CPU time or MaxRSS)
 ``job_id``            the Slurm job id (``None`` for a process)
 ``state``             Slurm's base state (``COMPLETED``, ``OUT_OF_MEMORY`` ...) or ``COMPLETED``/``FAILED``
 ``exit_code``         ``"rc:signal"`` as sacct prints it, or the process's exit code as text
@@ -20,6 +20,8 @@ a flat JSON-able dict, the same keys for every backend (``None`` where a figure 
                       step's MaxRSS over the job's whole request; Slurm >= 21.08 prints ``ReqMem`` as
                       the job's total, older versions' ``n``/``c`` suffixes are per node / per CPU)
 ``timelimit``         ``Timelimit`` as sacct prints it
+``note``              (optional) what the figures do not cover (``rusage`` of a podman/docker client)
+``attempt``/``escalated``  added by the operator: the try number and what ``retry_resources`` raised
 
 :func:`format_lines` renders the record for the end of a task log; the operator pushes it as the
 ``stepcab_resources`` XCom (:data:`XCOM_KEY`).
@@ -32,68 +34,17 @@ import re
 import shlex
 from typing import Any, Mapping, Optional
 
+from ..plan.quantities import format_duration, format_size, parse_duration, parse_size
+
 XCOM_KEY = "stepcab_resources"
 SACCT_FIELDS = ("JobIDRaw", "JobName", "State", "ExitCode", "Elapsed", "ElapsedRaw", "TotalCPU", "MaxRSS",
                 "ReqMem", "AllocCPUS", "NodeList", "Submit", "Start", "End", "Timelimit", "NNodes")
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
-_SIZE = re.compile(r"^\s*([0-9.]+)\s*([KMGTP]?)(i?B?)?\s*([nc]?)\s*$", re.I)
 
 
 def sacct_accounting_command(job_id: str) -> str:
     """One ``sacct`` printing the job and all its steps with every figure of the record."""
     cmd = ["sacct", "--noheader", "--parsable2", f"--jobs={job_id}", "--format=" + ",".join(SACCT_FIELDS)]
     return " ".join(shlex.quote(c) for c in cmd)
-
-
-def parse_duration(text: str) -> Optional[float]:
-    """Slurm durations → seconds: ``[DD-][HH:]MM:SS[.mmm]`` (``00:02.075``, ``1-02:03:04``);
-    ``None`` for empty / ``UNLIMITED`` / ``INVALID``."""
-    text = (text or "").strip()
-    if not text or not re.match(r"^[0-9:.\-]+$", text):
-        return None
-    days = 0
-    if "-" in text:
-        d, text = text.split("-", 1)
-        days = int(d)
-    parts = [float(p) for p in text.split(":")]
-    while len(parts) < 3:
-        parts.insert(0, 0.0)
-    h, m, s = parts[-3:]
-    return days * 86400 + h * 3600 + m * 60 + s
-
-
-def format_duration(seconds: Optional[float]) -> str:
-    """Seconds → ``[D-]HH:MM:SS`` (Slurm's ``--time`` syntax; whole seconds, rounded up)."""
-    if seconds is None:
-        return ""
-    total = int(-(-float(seconds) // 1))
-    days, rest = divmod(total, 86400)
-    h, rest = divmod(rest, 3600)
-    m, s = divmod(rest, 60)
-    return (f"{days}-" if days else "") + f"{h:02d}:{m:02d}:{s:02d}"
-
-
-def parse_size(text: Any, default_unit: str = "") -> Optional[int]:
-    """Slurm/K8s-style sizes → bytes (binary units): ``66024K``, ``100M``, ``2G``, ``4Gi``,
-    ``1000Mn``/``250Mc`` (old per-node / per-CPU ``ReqMem``); ``None`` when empty."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return int(text * _UNITS[default_unit.upper()])
-    m = _SIZE.match(str(text or ""))
-    if not m:
-        return None
-    unit = (m.group(2) or default_unit).upper()
-    return int(float(m.group(1)) * _UNITS[unit])
-
-
-def format_size(nbytes: Optional[float]) -> str:
-    """Bytes → Slurm's ``--mem`` syntax in the largest whole-ish unit (``512M``, ``1.5G``)."""
-    if nbytes is None:
-        return ""
-    for unit in ("T", "G", "M", "K"):
-        if nbytes >= _UNITS[unit]:
-            value = nbytes / _UNITS[unit]
-            return (f"{value:.0f}" if value >= 100 or value == int(value) else f"{value:.1f}".rstrip("0")) + unit
-    return f"{int(nbytes)}"
 
 
 def _iso(text: str) -> Optional[str]:
@@ -213,6 +164,30 @@ def rusage_record(usage: Any, *, exit_code: Optional[int], started: float, ended
     }
 
 
+def pod_record(*, pod: str, state: str, exit_code: Optional[int], created: Any, started: Any, finished: Any,
+               node: str = "", mem_limit: Optional[float] = None, cpus: Optional[float] = None) -> dict:
+    """The record of a pod's step container from its status (no metrics API: ``MaxRSS`` and CPU
+    time are unknown). ``created``/``started``/``finished`` are datetimes (any zone; written as this
+    machine's local time, like sacct's); ``state`` ``COMPLETED``, ``OOMKilled``, ``FAILED`` ...;
+    ``mem_limit`` the container's memory limit in bytes, ``cpus`` its CPU limit."""
+    def iso(t: Any) -> Optional[str]:
+        if not isinstance(t, _dt.datetime):
+            return None
+        return (t.astimezone() if t.tzinfo else t).replace(tzinfo=None, microsecond=0).isoformat()
+
+    submit, start, end = iso(created), iso(started), iso(finished)
+    elapsed = _seconds_between(start, end)
+    return {
+        "source": "kube", "job_id": None, "job_name": pod, "state": state,
+        "exit_code": None if exit_code is None else str(exit_code), "elapsed_s": elapsed,
+        "elapsed": format_duration(elapsed), "total_cpu_s": None, "total_cpu": "", "max_rss_bytes": None,
+        "req_mem_bytes": None if mem_limit is None else int(mem_limit), "req_mem": format_size(mem_limit),
+        "alloc_cpus": cpus, "nodelist": node, "submit": submit, "start": start, "end": end,
+        "queue_wait_s": _seconds_between(submit, start), "timelimit": "", "cpu_efficiency": None,
+        "memory_efficiency": None,
+    }
+
+
 def format_lines(record: Mapping[str, Any]) -> list:
     """The record as the last lines of a task log (seff-like)."""
     def pct(v: Any) -> str:
@@ -231,9 +206,11 @@ def format_lines(record: Mapping[str, Any]) -> list:
     if record.get("escalated"):
         raised = ", ".join(f"{k} {v['from']} -> {v['to']} ({v['why']})" for k, v in record["escalated"].items())
         lines.append(f"  Raised for this try: {raised}")
+    if record.get("note"):
+        lines.append(f"  Note: {record['note']}")
     return lines
 
 
 __all__ = ["XCOM_KEY", "SACCT_FIELDS", "sacct_accounting_command", "parse_sacct_accounting", "parse_duration",
            "format_duration", "parse_size", "format_size", "efficiency", "cpu_efficiency", "accounting_final",
-           "rusage_record", "format_lines"]
+           "rusage_record", "pod_record", "format_lines"]

@@ -223,14 +223,25 @@ class ContainerRunner(NativeRunner):
     :param stop_argv: run on :meth:`kill` before the process group is killed (``podman stop``).
     :param cleanup_argv: run after a kill (``podman rm -f``), output ignored.
     :param stop_timeout: seconds allowed for ``stop_argv``.
+    :param usage_note: said in the run's resource record (``RunResult.usage``) when the process
+        group's ``rusage`` is not the container's (podman/docker: the container runs under
+        conmon/containerd, outside the client's process tree).
     """
 
     def __init__(self, *, stop_argv: Optional[Sequence[str]] = None, cleanup_argv: Optional[Sequence[str]] = None,
-                 stop_timeout: float = 30.0, **kwargs: Any):
+                 stop_timeout: float = 30.0, usage_note: Optional[str] = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.stop_argv = list(stop_argv) if stop_argv else None
         self.cleanup_argv = list(cleanup_argv) if cleanup_argv else None
         self.stop_timeout = stop_timeout
+        self.usage_note = usage_note
+
+    def run(self, argv: Sequence[str], **kwargs: Any) -> RunResult:
+        """:meth:`.native.NativeRunner.run`, the record noting :attr:`usage_note`."""
+        result = super().run(argv, **kwargs)
+        if self.usage_note and result.usage:
+            result.usage["note"] = self.usage_note
+        return result
 
     def kill(self) -> None:
         """Stop the container (if named), then kill the local process group."""

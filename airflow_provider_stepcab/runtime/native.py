@@ -161,7 +161,7 @@ class NativeRunner:
         try:
             exit_code: Optional[int] = run_streaming(
                 argv, env=env, cwd=cwd, timeout=timeout, on_line=on_line, on_start=on_start,
-                preexec_fn=preexec, kill_grace=self.kill_grace)
+                preexec_fn=preexec, kill_grace=self.kill_grace, measure=True)
         except ProcessTimeout as exc:
             timed_out, exit_code = True, exc.returncode
         finally:

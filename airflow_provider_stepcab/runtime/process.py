@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from typing import Callable, Mapping, Optional, Sequence
@@ -66,6 +68,52 @@ class _UsagePopen(subprocess.Popen):
             return self.pid, 0
 
 
+#: The leader of a measured run (:func:`spawn` with ``measure``): a small interpreter that forks the
+#: command, waits for it and writes the command's ``rusage`` (``utime stime maxrss_kib``) to fd
+#: ``argv[1]``. Linux counts the memory of the process image ``exec`` replaced in ``ru_maxrss``: a
+#: command forked straight from a worker (hundreds of MiB) would report at least the worker's own
+#: resident size. Forked from this small leader, the command's figures are its own.
+MEASURE_LEADER = r"""
+import os, signal, sys
+fd, argv = int(sys.argv[1]), sys.argv[2:]
+STOP = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+for s in STOP:
+    signal.signal(s, signal.SIG_IGN)
+pid = os.fork()
+if pid == 0:
+    os.close(fd)
+    for s in STOP + (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(s, signal.SIG_DFL)
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        os.write(2, ("cannot run %r: %s\n" % (argv[0], exc.strerror)).encode())
+    os._exit(127)
+while True:
+    try:
+        _, status, ru = os.wait4(pid, 0)
+        break
+    except InterruptedError:
+        pass
+os.write(fd, ("%r %r %d\n" % (ru.ru_utime, ru.ru_stime, ru.ru_maxrss)).encode())
+if os.WIFSIGNALED(status):
+    import resource
+    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+    if os.WTERMSIG(status) != signal.SIGKILL:
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+    os.kill(os.getpid(), os.WTERMSIG(status))
+    os._exit(128 + os.WTERMSIG(status))
+os._exit(os.WEXITSTATUS(status))
+"""
+
+
+class CommandUsage:
+    """The measured command's ``rusage`` figures (the fields :func:`.accounting.rusage_record` reads)."""
+
+    def __init__(self, ru_utime: float, ru_stime: float, ru_maxrss: int):
+        self.ru_utime, self.ru_stime, self.ru_maxrss = ru_utime, ru_stime, ru_maxrss
+
+
 class ProcessHandle:
     """A running process group: ``pid`` (the leader) = ``pgid``.
 
@@ -73,8 +121,10 @@ class ProcessHandle:
     process exited (then it only reaps any stragglers left in the group).
     """
 
-    def __init__(self, popen: subprocess.Popen, kill_grace: float = 5.0):
+    def __init__(self, popen: subprocess.Popen, kill_grace: float = 5.0, usage_fd: Optional[int] = None):
         self.popen = popen
+        self._usage_fd = usage_fd
+        self._usage: Optional[CommandUsage] = None
         self.pid = popen.pid
         self.pgid = popen.pid  # start_new_session makes the child a group leader
         self.kill_grace = kill_grace
@@ -84,8 +134,20 @@ class ProcessHandle:
 
     @property
     def rusage(self):
-        """``resource.struct_rusage`` of the reaped leader (and what it reaped), else ``None``."""
-        return getattr(self.popen, "rusage", None)
+        """The command's figures once it ended: what the measuring leader reported
+        (:data:`MEASURE_LEADER`), else the ``resource.struct_rusage`` of the reaped leader (and what
+        it reaped); ``None`` before."""
+        if self._usage_fd is not None and self.popen.returncode is not None:
+            self._usage = _read_usage(self._usage_fd) or None
+            os.close(self._usage_fd)
+            self._usage_fd = None
+        return self._usage or getattr(self.popen, "rusage", None)
+
+    def close(self) -> None:
+        """Release the measuring pipe (after the leader was reaped)."""
+        if self._usage_fd is not None:
+            os.close(self._usage_fd)
+            self._usage_fd = None
 
     @property
     def returncode(self) -> Optional[int]:
@@ -175,30 +237,78 @@ def _reader(stream, name: str, q: "queue.Queue") -> None:
         q.put((name, _EOF))
 
 
+def _read_usage(fd: int) -> Optional[CommandUsage]:
+    os.set_blocking(fd, False)
+    try:
+        text = os.read(fd, 4096).decode()
+    except (BlockingIOError, OSError):
+        return None
+    try:
+        utime, stime, maxrss = text.split()
+        return CommandUsage(float(utime), float(stime), int(maxrss))
+    except ValueError:  # the leader died before reporting (SIGKILL)
+        return None
+
+
+def _check_executable(argv0: str, env: Optional[Mapping[str, str]], cwd: Optional[str]) -> None:
+    """What ``Popen`` would say about ``argv0``, for a command started by the measuring leader."""
+    if cwd is not None and not os.path.isdir(cwd):
+        raise FileNotFoundError(f"working directory '{cwd}' does not exist")
+    if os.sep in argv0:
+        path = argv0 if os.path.isabs(argv0) else os.path.join(cwd or os.getcwd(), argv0)
+        if not os.path.exists(path):
+            raise ExecutableNotFound(argv0, "no such file or directory (not on PATH?)")
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            raise ExecutableNotFound(argv0, "permission denied (not executable?)")
+        return
+    search = (env if env is not None else os.environ).get("PATH", os.defpath)
+    if shutil.which(argv0, path=search) is None:
+        raise ExecutableNotFound(argv0, "no such file or directory (not on PATH?)")
+
+
 def spawn(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-          preexec_fn: Optional[Callable[[], None]] = None, kill_grace: float = 5.0) -> ProcessHandle:
-    """Start ``argv`` in a new session with stdout/stderr piped; raise :class:`ExecutableNotFound`."""
+          preexec_fn: Optional[Callable[[], None]] = None, kill_grace: float = 5.0,
+          measure: bool = False) -> ProcessHandle:
+    """Start ``argv`` in a new session with stdout/stderr piped; raise :class:`ExecutableNotFound`.
+
+    :param measure: start it under :data:`MEASURE_LEADER` (same group, same exit status) so that
+        :attr:`ProcessHandle.rusage` is the command's own.
+    """
     argv = [os.fspath(a) for a in argv]
     if not argv:
         raise ValueError("empty command line")
+    usage_r = usage_w = None
+    command = argv
+    if measure:
+        _check_executable(argv[0], env, cwd)
+        usage_r, usage_w = os.pipe()
+        command = [sys.executable, "-I", "-S", "-c", MEASURE_LEADER, str(usage_w), *argv]
     try:
-        popen = _UsagePopen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
-                                 preexec_fn=preexec_fn, bufsize=0, close_fds=True)
+        popen = _UsagePopen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+                            preexec_fn=preexec_fn, bufsize=0, close_fds=True,
+                            pass_fds=(usage_w,) if usage_w is not None else ())
     except FileNotFoundError as exc:
+        if usage_r is not None:
+            os.close(usage_r)
         if cwd is not None and not os.path.isdir(cwd):
             raise FileNotFoundError(f"working directory '{cwd}' does not exist") from exc
         raise ExecutableNotFound(argv[0], "no such file or directory (not on PATH?)") from exc
     except PermissionError as exc:
+        if usage_r is not None:
+            os.close(usage_r)
         raise ExecutableNotFound(argv[0], "permission denied (not executable?)") from exc
-    return ProcessHandle(popen, kill_grace=kill_grace)
+    finally:
+        if usage_w is not None:
+            os.close(usage_w)
+    return ProcessHandle(popen, kill_grace=kill_grace, usage_fd=usage_r)
 
 
 def run_streaming(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
                   timeout: Optional[float] = None, on_line: Callable[[str, str], None],
                   on_start: Optional[Callable[[ProcessHandle], None]] = None,
                   preexec_fn: Optional[Callable[[], None]] = None, kill_grace: float = 5.0,
-                  linger: float = 5.0) -> int:
+                  linger: float = 5.0, measure: bool = False) -> int:
     """Run ``argv`` to completion, calling ``on_line("stdout"|"stderr", text)`` per line.
 
     :param env: full environment of the child (``None``: inherit ours).
@@ -209,10 +319,11 @@ def run_streaming(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = Non
     :param kill_grace: seconds between SIGTERM and SIGKILL.
     :param linger: once the leader exited, how long to wait for background
         processes that still hold the output pipes before killing the group.
+    :param measure: see :func:`spawn` (the figures: ``on_start``'s handle's ``rusage`` afterwards).
     :returns: the exit code (negative signal number when killed by a signal).
     :raises ExecutableNotFound: ``argv[0]`` cannot be executed.
     """
-    handle = spawn(argv, env=env, cwd=cwd, preexec_fn=preexec_fn, kill_grace=kill_grace)
+    handle = spawn(argv, env=env, cwd=cwd, preexec_fn=preexec_fn, kill_grace=kill_grace, measure=measure)
     q: "queue.Queue" = queue.Queue()
     threads = [threading.Thread(target=_reader, args=(s, n, q), daemon=True, name=f"stepcab-{n}-{handle.pid}")
                for s, n in ((handle.popen.stdout, "stdout"), (handle.popen.stderr, "stderr"))]
