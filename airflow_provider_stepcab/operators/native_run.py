@@ -28,6 +28,10 @@ def native_argv(step: ResolvedStep) -> list:
         cab = substituted_cab(cab, subst)
     native = getattr(step.backend, "native", None)
     venv = getattr(native, "virtual_env", None) or None
+    if venv:  # evaluated at run time, as Stimela does (``{config.run.env.X}/venv``, ``=formula``)
+        from airflow_provider_stepcab.recipe.subst import evaluate_value
+
+        venv = str(evaluate_value(venv, step.ns, cwd=str(step.workdir.path)))
     return list(build_flavour_argv(cab, step.params, python="python3" if venv else sys.executable,
                                    virtual_env=venv, substitute=subst, inline_yield=True))
 
