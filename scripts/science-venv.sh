@@ -29,8 +29,13 @@ build() {
     echo "science-venv: building $name in $venv" >&2
     rm -rf "$venv"
     "$PY" -m venv "$venv"
-    nice -n 10 "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile --no-deps \
-        -r "$list" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+    if ! nice -n 10 "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile --no-deps \
+            -r "$list" > "$venv.pip.log" 2>&1; then
+        grep -v "^WARNING: Location" "$venv.pip.log" >&2
+        echo "science-venv: pip install of $name failed" >&2
+        return 1
+    fi
+    rm -f "$venv.pip.log"
     "$venv/bin/python" -m pip check --disable-pip-version-check >&2
     if [ "$name" = casa ]; then
         local site; site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
@@ -46,7 +51,15 @@ PYEOF
     echo "science-venv: $name built in $((SECONDS - start)) s, $(du -sh "$venv" | cut -f1)" >&2
 }
 
+# The builds wait mostly on downloads and unpacking: run them side by side.
+pids=()
 for name in ${SCIENCE_VENVS:-sim cal casa}; do
-    build "$name"
+    build "$name" &
+    pids+=($!)
 done
+failed=0
+for pid in "${pids[@]}"; do
+    wait "$pid" || failed=1
+done
+[ "$failed" = 0 ] || { echo "science-venv: a build failed" >&2; exit 1; }
 echo "$DEST"
