@@ -10,7 +10,7 @@ STAMP := $(VENV)/.stepcab-installed
 DEMO_RECIPE ?= example_recipes/text-pipeline.yml
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast airflow oracle system-deps bench clean
+.PHONY: venv demo test test-fast airflow oracle system-deps science-venv bench clean
 
 venv: $(STAMP)
 
@@ -31,7 +31,11 @@ system-deps:
 oracle:
 	bash scripts/oracle-venv.sh
 
-test: venv system-deps oracle
+# Tool venvs of the real radio-astronomy pipeline (example_recipes/science/, docs/science.md).
+science-venv:
+	bash scripts/science-venv.sh
+
+test: venv system-deps oracle science-venv
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # Quick loop for development: pure-Python layers only.

@@ -213,3 +213,21 @@ def test_callback_exception_kills_group():
 def test_preexec_fn_runs_in_child():
     rc, lines = collect(["bash", "-c", "umask"], preexec_fn=lambda: os.umask(0o077))
     assert rc == 0 and lines == [("stdout", "0077")]
+
+
+def test_stdout_tty_is_a_terminal_and_keeps_the_bytes():
+    """With ``stdout_tty`` the child sees a terminal on stdout only, and its lines arrive unchanged
+    (no ``\\r`` added), the last one without a newline too, as with a pipe."""
+    code = ("import os, sys; print(os.isatty(1), os.isatty(2)); print('a\\tb'); sys.stderr.write('e\\n');"
+            "sys.stdout.write('tail'); sys.stdout.flush()")
+    rc, lines = collect([sys.executable, "-c", code], stdout_tty=True)
+    assert rc == 0
+    assert [t for s, t in lines if s == "stdout"] == ["True False", "a\tb", "tail"]
+    assert [t for s, t in lines if s == "stderr"] == ["e"]
+    rc, lines = collect([sys.executable, "-c", code])
+    assert [t for s, t in lines if s == "stdout"][0] == "False False"
+
+
+def test_stdout_tty_waits_for_background_holders_like_a_pipe():
+    rc, lines = collect(["bash", "-c", "(sleep 0.5; echo late) & echo early"], stdout_tty=True)
+    assert rc == 0 and [t for s, t in lines if s == "stdout"] == ["early", "late"]

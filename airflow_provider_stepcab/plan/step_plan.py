@@ -104,6 +104,10 @@ def native_command(step: StepLike, *, python: str) -> StepCommand:
     """
     native = getattr(step.backend, "native", None)
     venv = getattr(native, "virtual_env", None) or None
+    if venv:  # evaluated when the step runs, as Stimela does (``{config.run.env.X}/venv``, ``=formula``)
+        from ..recipe.values import evaluate_value
+
+        venv = str(evaluate_value(venv, step.ns))
     target = CommandTarget(python="python3" if venv else python, inline_yield=True)
     subst = step_substitute(step.ns)
     argv = cab_argv(step.cab, step.params, subst, target=target)

@@ -114,10 +114,15 @@ class NativeRunner:
     :param rlimits: default ``opts.backend.rlimits`` for every run.
     :param kill_grace: seconds between SIGTERM and SIGKILL when killing.
     :param tail_lines: how many displayed lines :attr:`RunResult.tail` keeps.
+    :param stdout_tty: the child's stdout is a pseudo-terminal (stderr stays a pipe), as when a
+        step is run by hand in a shell: tools that wait or buffer when stdout is not a terminal
+        (tricolour's five-minute progress-bar wait) don't. Stimela gives it a pipe
+        (docs/divergences.md).
     """
 
     def __init__(self, *, rlimits: Optional[Mapping[str, Any]] = None, kill_grace: float = 5.0,
-                 tail_lines: int = 20):
+                 tail_lines: int = 20, stdout_tty: bool = True):
+        self.stdout_tty = stdout_tty
         self.rlimits = dict(rlimits or {})
         self.kill_grace = kill_grace
         self.tail_lines = tail_lines
@@ -161,7 +166,7 @@ class NativeRunner:
         try:
             exit_code: Optional[int] = run_streaming(
                 argv, env=env, cwd=cwd, timeout=timeout, on_line=on_line, on_start=on_start,
-                preexec_fn=preexec, kill_grace=self.kill_grace, measure=True)
+                preexec_fn=preexec, kill_grace=self.kill_grace, measure=True, stdout_tty=self.stdout_tty)
         except ProcessTimeout as exc:
             timed_out, exit_code = True, exc.returncode
         finally:

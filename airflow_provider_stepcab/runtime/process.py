@@ -7,6 +7,11 @@ order the lines arrived (order within one stream is always preserved). Bytes
 are decoded as UTF-8 with ``errors="replace"``; the line ending is removed; a
 final line without a newline is delivered too.
 
+With ``stdout_tty=True`` the child's stdout is a pseudo-terminal (output post-processing off, so
+the bytes are the program's own) and stderr stays a pipe: programs that change behaviour when
+stdout is not a terminal (tricolour's dask ``ProgressBar(dt=300)`` sleeps five minutes before
+exiting) act as they would in a shell.
+
 The whole group is killed (SIGTERM, then SIGKILL after a grace period) on
 timeout or when :meth:`ProcessHandle.kill` is called, e.g. from Airflow's
 ``on_kill`` in another thread. No Airflow import here.
@@ -14,13 +19,16 @@ timeout or when :meth:`ProcessHandle.kill` is called, e.g. from Airflow's
 
 from __future__ import annotations
 
+import errno
 import os
+import pty
 import queue
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+import termios
 import time
 from typing import Callable, Mapping, Optional, Sequence
 
@@ -266,13 +274,51 @@ def _check_executable(argv0: str, env: Optional[Mapping[str, str]], cwd: Optiona
         raise ExecutableNotFound(argv0, "no such file or directory (not on PATH?)")
 
 
+class _TtyStream:
+    """The master side of a pty, read like a pipe: the slave's last close reads as EOF (not EIO)."""
+
+    def __init__(self, fd: int):
+        self._fd, self._buf = fd, b""
+
+    def readline(self, limit: int) -> bytes:
+        while b"\n" not in self._buf and len(self._buf) < limit:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except OSError as exc:
+                if exc.errno != errno.EIO:
+                    raise
+                chunk = b""
+            if not chunk:
+                break
+            self._buf += chunk
+        cut = self._buf.find(b"\n") + 1 or min(len(self._buf), limit)
+        line, self._buf = self._buf[:cut], self._buf[cut:]
+        return line
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _open_tty() -> tuple:
+    """A pty pair with output post-processing off (``\n`` stays ``\n``)."""
+    master, slave = pty.openpty()
+    attrs = termios.tcgetattr(slave)
+    attrs[1] &= ~termios.OPOST
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    return master, slave
+
+
 def spawn(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
           preexec_fn: Optional[Callable[[], None]] = None, kill_grace: float = 5.0,
-          measure: bool = False) -> ProcessHandle:
-    """Start ``argv`` in a new session with stdout/stderr piped; raise :class:`ExecutableNotFound`.
+          measure: bool = False, stdout_tty: bool = False) -> ProcessHandle:
+    """Start ``argv`` in a new session with stdout/stderr piped (stdout on a pty with ``stdout_tty``);
+    raise :class:`ExecutableNotFound`.
 
     :param measure: start it under :data:`MEASURE_LEADER` (same group, same exit status) so that
         :attr:`ProcessHandle.rusage` is the command's own.
+    :param stdout_tty: the child's stdout is a pseudo-terminal (stderr stays a pipe).
     """
     argv = [os.fspath(a) for a in argv]
     if not argv:
@@ -283,24 +329,28 @@ def spawn(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, cwd: 
         _check_executable(argv[0], env, cwd)
         usage_r, usage_w = os.pipe()
         command = [sys.executable, "-I", "-S", "-c", MEASURE_LEADER, str(usage_w), *argv]
+    master, stdout = _open_tty() if stdout_tty else (None, subprocess.PIPE)
     try:
-        popen = _UsagePopen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        popen = _UsagePopen(command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE,
                             env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
                             preexec_fn=preexec_fn, bufsize=0, close_fds=True,
                             pass_fds=(usage_w,) if usage_w is not None else ())
-    except FileNotFoundError as exc:
-        if usage_r is not None:
-            os.close(usage_r)
+    except (FileNotFoundError, PermissionError) as exc:
+        for fd in (usage_r, master):
+            if fd is not None:
+                os.close(fd)
+        if isinstance(exc, PermissionError):
+            raise ExecutableNotFound(argv[0], "permission denied (not executable?)") from exc
         if cwd is not None and not os.path.isdir(cwd):
             raise FileNotFoundError(f"working directory '{cwd}' does not exist") from exc
         raise ExecutableNotFound(argv[0], "no such file or directory (not on PATH?)") from exc
-    except PermissionError as exc:
-        if usage_r is not None:
-            os.close(usage_r)
-        raise ExecutableNotFound(argv[0], "permission denied (not executable?)") from exc
     finally:
         if usage_w is not None:
             os.close(usage_w)
+        if master is not None:
+            os.close(stdout)  # the child has its copy; EOF comes when the last holder closes it
+    if master is not None:
+        popen.stdout = _TtyStream(master)
     return ProcessHandle(popen, kill_grace=kill_grace, usage_fd=usage_r)
 
 
@@ -308,7 +358,7 @@ def run_streaming(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = Non
                   timeout: Optional[float] = None, on_line: Callable[[str, str], None],
                   on_start: Optional[Callable[[ProcessHandle], None]] = None,
                   preexec_fn: Optional[Callable[[], None]] = None, kill_grace: float = 5.0,
-                  linger: float = 5.0, measure: bool = False) -> int:
+                  linger: float = 5.0, measure: bool = False, stdout_tty: bool = False) -> int:
     """Run ``argv`` to completion, calling ``on_line("stdout"|"stderr", text)`` per line.
 
     :param env: full environment of the child (``None``: inherit ours).
@@ -320,10 +370,12 @@ def run_streaming(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = Non
     :param linger: once the leader exited, how long to wait for background
         processes that still hold the output pipes before killing the group.
     :param measure: see :func:`spawn` (the figures: ``on_start``'s handle's ``rusage`` afterwards).
+    :param stdout_tty: the child's stdout is a pseudo-terminal (see the module docstring).
     :returns: the exit code (negative signal number when killed by a signal).
     :raises ExecutableNotFound: ``argv[0]`` cannot be executed.
     """
-    handle = spawn(argv, env=env, cwd=cwd, preexec_fn=preexec_fn, kill_grace=kill_grace, measure=measure)
+    handle = spawn(argv, env=env, cwd=cwd, preexec_fn=preexec_fn, kill_grace=kill_grace, measure=measure,
+                   stdout_tty=stdout_tty)
     q: "queue.Queue" = queue.Queue()
     threads = [threading.Thread(target=_reader, args=(s, n, q), daemon=True, name=f"stepcab-{n}-{handle.pid}")
                for s, n in ((handle.popen.stdout, "stdout"), (handle.popen.stderr, "stderr"))]
