@@ -32,7 +32,7 @@ from typing import Any, AsyncIterator, Optional
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_stepcab.hooks.slurm import (
-    JobInfo, merge_views, parse_sacct, parse_squeue, sacct_command, squeue_command)
+    JobInfo, merge_views, parse_sacct, parse_squeue, sacct_command, scancel_command, squeue_command)
 from airflow_provider_stepcab.triggers.events import ERROR, FAILED, SUCCESS, TIMEOUT, SlurmJobEvent
 
 STREAMS = ("stdout", "stderr")
@@ -389,7 +389,7 @@ class SlurmJobTrigger(BaseTrigger):
     # ------------------------------------------------------------------ kill
 
     async def _scancel(self, poller: Optional[ClusterPoller] = None) -> None:
-        cmd = f"scancel {shlex.quote(self.job_id)}"
+        cmd = scancel_command(job_id=self.job_id)
         try:
             if poller is not None:
                 await poller.run(cmd)
