@@ -132,6 +132,19 @@ def include_secret_yml(folder: Path) -> Path:
     return path
 
 
+def include_foreign_yml(folder: Path) -> Path:
+    """A valid YAML mapping that is not a recipe (keys and values from the secret lines), included
+    as a recipe, a step and a cab."""
+    secret = folder / "accounts.yml"
+    secret.write_text('alice: "$6$pepper$morehash:19000:0:99999:7:::"\n'
+                      "daemon: {s3cr3tsalt: hashhashhash}\n")
+    path = folder / "include_foreign_yml.yml"
+    path.write_text("cabs:\n  c:\n    _include: accounts.yml\n    command: echo\n"
+                    "leak3:\n  _include: accounts.yml\n  steps:\n    s:\n      _include: accounts.yml\n"
+                    "      cab: c\n")
+    return path
+
+
 def include_loop(folder: Path) -> Path:
     (folder / "loop_a.yml").symlink_to("loop_b.yml")
     (folder / "loop_b.yml").symlink_to("loop_a.yml")

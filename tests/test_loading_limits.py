@@ -22,7 +22,8 @@ import pytest
 import hostile_files as hf
 from airflow_provider_stepcab.recipe import limits as limits_mod
 from airflow_provider_stepcab.recipe.config import load_documents
-from airflow_provider_stepcab.recipe.errors import FormulaError, RecipeError
+from airflow_provider_stepcab.recipe.api import load_file, load_recipe_result
+from airflow_provider_stepcab.recipe.errors import FormulaError, Loc, RecipeError
 from airflow_provider_stepcab.recipe.formula import evaluate_formula
 from airflow_provider_stepcab.recipe.subst import substitute
 from airflow_provider_stepcab.recipe.yamlguard import depth_bound
@@ -274,6 +275,28 @@ def test_errors_never_quote_a_file_that_is_not_a_recipe(tmp_path, writer):
     text = "\n".join(str(p) for p in problems)
     for word in hf.SECRET_WORDS:
         assert word not in text, text
+
+
+def test_an_included_yaml_file_that_is_not_a_recipe_is_named_not_quoted(tmp_path):
+    path = hf.include_foreign_yml(tmp_path)
+    for problems in (load_file(str(path), persist=False).problems,
+                     load_recipe_result(str(path), "leak3").problems):
+        text = "\n".join(str(p) for p in problems)
+        for word in hf.SECRET_WORDS:
+            assert word not in text, text
+        [summary] = [p for p in problems if p.code == "foreign-include"]
+        assert summary.loc == Loc(str(tmp_path / "accounts.yml"), 1)
+        assert f"included at {path}:3 (cabs.c._include) and 2 other place(s)" in summary.message
+        assert "none of its 2 top-level key(s) is valid in that place" in summary.message
+        assert "unknown-key" in summary.message and "its content is not quoted" in summary.message
+
+
+def test_an_included_fragment_with_a_typo_keeps_its_precise_message(tmp_path):
+    (tmp_path / "cab.yml").write_text("command: echo\ncomand: ls\n")
+    path = tmp_path / "r.yml"
+    path.write_text("cabs:\n  c: {_include: cab.yml}\nr:\n  steps: {s: {cab: c}}\n")
+    [warning] = load_file(str(path), persist=False).problems.warnings
+    assert warning.loc == Loc(str(tmp_path / "cab.yml"), 2) and "unknown cab field 'comand'" in warning.message
 
 
 def test_an_included_file_without_a_yaml_suffix_is_refused(tmp_path):

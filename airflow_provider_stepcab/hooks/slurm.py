@@ -98,6 +98,27 @@ def sacct_command(job_ids: Iterable[str] = (), names: Iterable[str] = (), since:
     return " ".join(shlex.quote(c) for c in cmd)
 
 
+def submit_command(script_path: str) -> str:
+    """``sbatch --parsable <script>`` (the job id on stdout)."""
+    return f"sbatch --parsable {shlex.quote(script_path)}"
+
+
+def scancel_command(*, job_id: Optional[str] = None, name: Optional[str] = None) -> str:
+    """``scancel`` of a job by id, or of every job of a name that belongs to the connection's user."""
+    if job_id:
+        return f"scancel {shlex.quote(str(job_id))}"
+    if name:
+        return f"scancel --user=\"$(id -un)\" --name={shlex.quote(name)}"
+    raise ValueError("scancel needs a job id or a name")
+
+
+def remove_dir_command(path: str) -> str:
+    """``rm -rf -- <path>``: a job directory (refuses relative paths and paths fewer than 3 deep)."""
+    if not posixpath.isabs(path) or path.rstrip("/").count("/") < 3:
+        raise ValueError(f"refusing to remove {path!r}")
+    return f"rm -rf -- {shlex.quote(path)}"
+
+
 def parse_squeue(text: str) -> dict:
     """``squeue`` output → ``{job_id: JobInfo}``."""
     jobs = {}
@@ -205,7 +226,7 @@ class SlurmHook(BaseHook):
 
     def submit(self, script_path: str) -> str:
         """``sbatch --parsable <script>`` → the job id."""
-        _, out, _ = self.run(f"sbatch --parsable {shlex.quote(script_path)}")
+        _, out, _ = self.run(submit_command(script_path))
         return parse_sbatch(out)
 
     def jobs(self, *, job_ids: Iterable[str] = (), names: Iterable[str] = ()) -> dict:
@@ -222,10 +243,8 @@ class SlurmHook(BaseHook):
 
     def cancel(self, *, job_id: Optional[str] = None, name: Optional[str] = None) -> None:
         """``scancel`` a job by id, or every job of a name (of the connection's user)."""
-        if job_id:
-            self.run(f"scancel {shlex.quote(str(job_id))}", check=False)
-        elif name:
-            self.run(f"scancel --user=\"$(id -un)\" --name={shlex.quote(name)}", check=False)
+        if job_id or name:
+            self.run(scancel_command(job_id=job_id, name=name), check=False)
 
     # ------------------------------------------------------------------ files
 
@@ -268,10 +287,8 @@ class SlurmHook(BaseHook):
 
     def remove_dir(self, path: str) -> None:
         """``rm -rf`` a job directory (refuses short or relative paths)."""
-        if not posixpath.isabs(path) or path.rstrip("/").count("/") < 3:
-            raise ValueError(f"refusing to remove {path!r}")
-        self.run(f"rm -rf -- {shlex.quote(path)}", check=False)
+        self.run(remove_dir_command(path), check=False)
 
 
 __all__ = ["SlurmHook", "JobInfo", "SlurmError", "ACTIVE_STATES", "TERMINAL_STATES", "squeue_command",
-           "sacct_command", "parse_squeue", "parse_sacct", "parse_sbatch", "merge_views"]
+           "sacct_command", "submit_command", "scancel_command", "remove_dir_command", "parse_squeue", "parse_sacct", "parse_sbatch", "merge_views"]

@@ -101,12 +101,16 @@ class _Scanner:
             return 1
         if c == "\\":
             self.escaped = True
+            for entry in reversed(self.stack):
+                if entry[0] == "`":  # the shell removes some backslashes before it reads the inner
+                    entry[2] = True  # text: quoting there is not tracked (see quote())
+                    break
             return 1
         if c == "`":
             if self.stack and self.stack[-1][0] == "`":
                 self.state = self.stack.pop()[1]
             else:
-                self.stack.append(("`", state))
+                self.stack.append(["`", state, False])
                 self.state = None
             return 1
         if c == "$" and nxt == "(":
@@ -143,6 +147,9 @@ class _Scanner:
     def quote(self, value: str, field: str) -> str:
         """``value`` written so that the current context reads it as exactly that text (inside
         backticks, escaped once more per level: the shell finds the closing backtick first)."""
+        if any(entry[0] == "`" and entry[2] for entry in self.stack):
+            raise ShellSubstitutionError(f"cannot substitute {{{field}}} inside backticks that hold a backslash "
+                                         "escape (write $(...) instead)")
         text = self._quote(value, field)
         for _ in range(sum(1 for entry in self.stack if entry[0] == "`")):
             text = "".join("\\" + c if c in "\\`$" else c for c in text)
@@ -200,13 +207,13 @@ def substitute_command(command: str, args: Sequence[Any], subst: Callable[[str],
     at = script_index(words + [str(a) for a in args]) if words else None
     if at is None:
         return plain(command), [plain(a) for a in args]
+    # the script word is substituted only field by field (never as a whole: a value could not be
+    # looked up, or be substituted unquoted, in a text that is thrown away)
     if at < len(words):
-        out = [plain(w) for w in words]
-        out[at] = substitute_script(words[at], subst)
+        out = [substitute_script(w, subst) if i == at else plain(w) for i, w in enumerate(words)]
         return shlex.join(out), [plain(a) for a in args]
-    out_args = [plain(a) for a in args]
-    out_args[at - len(words)] = substitute_script(str(args[at - len(words)]), subst)
-    return plain(command), out_args
+    at -= len(words)
+    return plain(command), [substitute_script(str(a), subst) if i == at else plain(a) for i, a in enumerate(args)]
 
 
 def substituted_cab(cab: Any, subst: Callable[[str], Any]) -> Any:

@@ -362,7 +362,7 @@ def singularity_prepare_script(remote_dependencies: Sequence[str], *, executable
 
 def parse_prepare_output(text: str) -> Optional[str]:
     """The executable named by :func:`singularity_prepare_script`'s output (``None`` if absent)."""
-    for line in reversed(text.splitlines()):
+    for line in reversed(text.split("\n")):  # not splitlines(): a name may hold \x1c-\x1e, \x85 ...
         if line.startswith(EXE_MARK):
             return line[len(EXE_MARK):].strip() or None
     return None

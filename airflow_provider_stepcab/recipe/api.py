@@ -19,6 +19,7 @@ from airflow_provider_stepcab import diskcache
 
 from .backends import check_config_backend
 from .errors import Loc, Problem, Problems, RecipeError
+from .foreign import hide_foreign_content
 from .model import Recipe
 from .recipes import BuildContext, build_recipe
 from .records import record
@@ -274,6 +275,7 @@ def load_recipe_result(paths: PathArg, name: Optional[str] = None, *, strict: bo
                 problems.extend(exc.problems)
             return LoadResult(None, config, problems, None), _config_files(config, files)
         recipe = _build_named(config, [chosen], problems, strict).get(chosen)
+        problems = hide_foreign_content(problems, getattr(config, "inclusions", ()))
         return LoadResult(recipe, config, problems, chosen), _config_files(config, files)
 
     return _cached(key, make)
@@ -324,6 +326,7 @@ def load_file(path: str, *, strict: bool = False, include_dirs: Sequence[str] = 
         if result.default and result.default not in _lib_recipes(config):
             result.problems.error(Loc(path, 0), "DEFAULT", f"DEFAULT recipe '{result.default}' not found",
                                   "unknown-recipe")
+        result.problems = hide_foreign_content(result.problems, getattr(config, "inclusions", ()))
         return result, _config_files(config, [path])
 
     return _cached(key, make, persist=persist)

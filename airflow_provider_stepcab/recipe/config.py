@@ -93,6 +93,8 @@ class LoadedConfig:
     files: list[str] = field(default_factory=list)
     problems: Problems = field(default_factory=Problems)
     recipe_file: dict[str, str] = field(default_factory=dict)
+    #: every included file and where (:class:`.foreign.Inclusion`): see :func:`.foreign.hide_foreign_content`
+    inclusions: list = field(default_factory=list)
 
 
 def check_requirements(conf: Any, bases: Sequence[Any], problems: Problems) -> list[tuple[str, str]]:
@@ -429,4 +431,5 @@ def load_documents(paths: Iterable[str] | str, *, include_dirs: Iterable[str] = 
     tree = merge(tree, update, own_override=True)  # the system config part is shared: copied
     return LoadedConfig(tree=tree, recipe_names=names, default=default, files=list(session.files),
                         problems=session.problems,
-                        recipe_file={n: recipe_file[n] for n in names if n in recipe_file})
+                        recipe_file={n: recipe_file[n] for n in names if n in recipe_file},
+                        inclusions=list(session.resolver.inclusions))

@@ -34,6 +34,7 @@ import stat
 from typing import Any, Callable, Sequence
 
 from .errors import Loc, Problems
+from .foreign import Inclusion
 from .limits import current_limits, setting_names
 from .merge import lookup, merge, scrub
 from .yamlguard import file_kind
@@ -237,6 +238,7 @@ class Resolver:
         self.strict = strict
         self.max_nodes = current_limits().max_alias_nodes
         self.copied = 0  # nodes that _use sections and nested _include files copied into the tree
+        self.inclusions: list = []  # every included file (see .foreign), in the order merged
 
     def _count_copy(self, value: Any, loc: Loc, key: str, what: str) -> bool:
         """Count the nodes a ``_use``/nested ``_include`` copies (each copy of a section that itself
@@ -352,6 +354,7 @@ class Resolver:
                 self.problems.error(loc, key, f"cannot include '{spec}': {path} does not contain a mapping",
                                     code="bad-include")
                 continue
+            self.inclusions.append(inclusion(path, loc, key, incl))
             accum = merge(accum, incl, own_base=True, own_override=True)
         if scrubs is not None:
             for err in scrub(accum, scrubs):
@@ -401,6 +404,13 @@ class Resolver:
             for err in scrub(base, scrubs):
                 self.problems.error(sloc, _sub(location, scrub_kw), f"cannot scrub: {err}", code="scrub")
         return base
+
+
+def inclusion(path: str, site: Loc, key: str, content: dict) -> Inclusion:
+    """What :mod:`.foreign` needs to know of an included file: the lines of its own top-level keys."""
+    locs = getattr(content, "key_locs", {})
+    lines = tuple(sorted({loc.line for loc in locs.values() if loc.file == path and loc.line}))
+    return Inclusion(path, site, key, lines)
 
 
 def _same(a: str, b: str) -> bool:

@@ -73,6 +73,9 @@ def _safe_build_cab(build_cab: Any, name: str, node: Any, key_path: str, ctx: Bu
     except Exception as exc:  # noqa: BLE001 - a broken cab must not stop the others
         ctx.problems.error(loc_of(node), key_path, f"cab '{name}' could not be built: {exc}", "bad-cab")
         return None
+    for pname, param in {**getattr(cab, "inputs", {}), **getattr(cab, "outputs", {})}.items():
+        check_name(pname, "parameter", getattr(param, "loc", loc_of(node)),
+                   f"{key_path}.{'outputs' if getattr(param, 'is_output', False) else 'inputs'}.{pname}", ctx.problems)
     if cab is not None and len(ctx.problems.errors) == n_err and isinstance(getattr(cab, "backend", None), dict):
         parse_backend_options(cab.backend, loc_of(node, "backend"), f"{key_path}.backend", ctx.problems,
                               ctx.strict)

@@ -285,8 +285,17 @@ def _make_loader(filename: str, depth_limit: int | None = None) -> type:
     return _Loader
 
 
-def _yaml_problem(filename: str, exc: yaml.YAMLError) -> Problem:
+def _yaml_problem(filename: str, exc: yaml.YAMLError, text: str = "") -> Problem:
     """A YAML error as a problem: its position and PyYAML's description, no snippet of the text."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow (no mark)
+        at = exc.position if isinstance(exc.position, int) else 0
+        if _BaseLoader is not yaml.SafeLoader:  # libyaml counts UTF-8 bytes
+            line = text.encode("utf-8", "surrogatepass")[:at].count(b"\n") + 1
+        else:
+            line = text.count("\n", 0, at) + 1
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else "a character"
+        return Problem(Loc(filename, line), "", f"invalid YAML: unacceptable character {char} ({exc.reason})",
+                       code="yaml")
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 0
@@ -322,7 +331,7 @@ def load_yaml_text(text: str, filename: str = "<string>", *, limits: Limits | No
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
-        raise RecipeError(_yaml_problem(filename, exc)) from None
+        raise RecipeError(_yaml_problem(filename, exc, text)) from None
     except _TooDeep as exc:
         if exc.recursion:
             raise LimitError(filename, exc.line, "mappings/lists nested too deep for the Python stack",

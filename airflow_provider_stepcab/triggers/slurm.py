@@ -22,13 +22,12 @@ one ``sacct``. Triggers wait for the next snapshot and decide:
 from __future__ import annotations
 
 import asyncio
-import shlex
 import time
 from typing import Any, AsyncIterator, Optional
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_stepcab.hooks.slurm import JobInfo
+from airflow_provider_stepcab.hooks.slurm import JobInfo, scancel_command
 from airflow_provider_stepcab.triggers.cluster_poll import (  # noqa: F401 - re-exported
     STREAMS, ClusterPoller, FileState, Snapshot, files_command, parse_files)
 from airflow_provider_stepcab.triggers.events import ERROR, FAILED, SUCCESS, TIMEOUT, SlurmJobEvent
@@ -214,7 +213,7 @@ class SlurmJobTrigger(BaseTrigger):
     # ------------------------------------------------------------------ kill
 
     async def _scancel(self, poller: Optional[ClusterPoller] = None) -> None:
-        cmd = f"scancel {shlex.quote(self.job_id)}"
+        cmd = scancel_command(job_id=self.job_id)
         try:
             if poller is not None:
                 await poller.run(cmd)
