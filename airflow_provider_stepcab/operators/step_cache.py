@@ -34,7 +34,6 @@ from airflow_provider_stepcab.runtime import step_cache as S
 XCOM_CACHE_KEY = "stepcab_cache"
 #: XCom of a deferring step's key document until it finishes (another process may finish it)
 XCOM_PENDING_KEY = "stepcab_cache_pending"
-CONTAINER_BACKENDS = ("singularity", "podman", "docker", "kube")
 _DEFERRING = ("slurm", "kube")
 
 
@@ -148,44 +147,19 @@ def _mapped_group(task: Any) -> Any:
         return None
 
 
-def _image(step: R.ResolvedStep) -> Optional[str]:
-    if step.backend_name not in CONTAINER_BACKENDS:
-        return None
-    from airflow_provider_stepcab.plan.images import ImageError, images_section, resolve_cab_image
-
-    try:
-        image = resolve_cab_image(step.cab, step.backend, images_section(step.config))
-    except (ImageError, ValueError):
-        return None
-    return image.path or image.docker_uri
-
-
-def image_digest(backend: str, image: Optional[str]) -> Optional[str]:
-    """The image's digest where the engine knows it (podman/docker: the local image's
-    ``.Digest``; singularity and kube: ``None``, the image name and version stand)."""
-    if backend not in ("podman", "docker") or not image:
-        return None
-    import subprocess
-
-    try:
-        out = subprocess.run([backend, "image", "inspect", "--format", "{{.Digest}}", image],
-                             capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
 def key_state(op: Any, step: R.ResolvedStep, context: Any, choice: Choice,
               provenance: Optional[dict] = None) -> KeyState:
     """The key of ``step`` as resolved now (before it runs)."""
     provenance = upstream_provenance(op, context) if provenance is None else provenance
     params = R.plain(step.params)
     native = getattr(step.backend, "native", None)
-    image = _image(step)
+    from airflow_provider_stepcab.plan.images import images_section
+
+    image = K.image_of(step.cab, step.backend_name, step.backend, images_section(step.config))
     document = K.key_document(
         cab=step.cab, backend=step.backend_name, params=params, workdir=str(step.workdir.path),
         provenance=provenance, describe=lambda p: S.describe_path(p, content_hash=choice.content_hash),
-        image=image, image_digest=image_digest(step.backend_name, image),
+        image=image, image_digest=S.image_digest(step.backend_name, image),
         virtual_env=getattr(native, "virtual_env", None) if step.backend_name == "native" else None,
         env=dict(step.env or {}))
     return KeyState(choice=choice, key=K.step_key(document), document=document, ident=_ident(op, step, context),

@@ -130,6 +130,26 @@ def with_step(provenance: Mapping, paths: Iterable[str], key: str, step: str) ->
     return out
 
 
+#: backends whose steps run in the cab's image (its name is in the key)
+CONTAINER_BACKENDS = ("singularity", "podman", "docker", "kube")
+
+
+def image_of(cab: Any, backend: str, options: Any, images: Optional[Mapping] = None) -> Optional[str]:
+    """The image a step of ``cab`` runs in under ``backend`` (``None``: native, or no image).
+
+    :param options: the merged ``BackendOptions`` (or mapping) with the registry settings.
+    """
+    if backend not in CONTAINER_BACKENDS:
+        return None
+    from .images import ImageError, resolve_cab_image
+
+    try:
+        image = resolve_cab_image(cab, options, images)
+    except (ImageError, ValueError):
+        return None
+    return image.path or image.docker_uri
+
+
 def key_document(*, cab: Any, backend: str, params: Mapping[str, Any], workdir: str,
                  provenance: Mapping[str, Mapping], describe: Callable[[str], Mapping],
                  image: Optional[str] = None, image_digest: Optional[str] = None,
@@ -247,4 +267,4 @@ def explain(old: Optional[Mapping], new: Mapping, *, limit: int = 8) -> list:
 
 
 __all__ = ["FORMAT", "canonical", "dumps", "digest", "cab_definition", "file_params", "absolute",
-           "producer_of", "merge_provenance", "with_step", "key_document", "step_key", "explain"]
+           "producer_of", "merge_provenance", "with_step", "image_of", "key_document", "step_key", "explain"]

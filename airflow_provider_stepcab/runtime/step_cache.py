@@ -202,9 +202,24 @@ def missing_paths(paths: Any) -> list:
     return [p for p in paths if not os.path.exists(p)]
 
 
+def image_digest(backend: str, image: Optional[str]) -> Optional[str]:
+    """The image's digest where the engine knows it (podman/docker: the local image's
+    ``.Digest``; singularity and kube: ``None``, the image name and version stand)."""
+    if backend not in ("podman", "docker") or not image:
+        return None
+    import subprocess
+
+    try:
+        out = subprocess.run([backend, "image", "inspect", "--format", "{{.Digest}}", image],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
 def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 __all__ = ["StepCache", "store_dir", "step_ident", "describe_path", "missing_paths", "ENV_DIR", "CONFIG_KEY",
-           "RECORD_FORMAT", "utc_now"]
+           "RECORD_FORMAT", "utc_now", "image_digest"]
