@@ -23,6 +23,7 @@ import pytest
 from airflow_provider_stepcab.plan import cache_key as K
 from airflow_provider_stepcab.recipe.api import load_recipe
 from airflow_provider_stepcab.runtime import step_cache as S
+from slurm_cluster import slurm_cluster  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "tests" / "data" / "cache" / "cache-demo.yml"
@@ -344,3 +345,63 @@ def test_two_runs_at_once_both_complete_and_the_store_stays_consistent(tmp_path,
         plan = stepcab(work, "plan", str(RECIPE), "--cache", "-p", f"niter={niter}", home=tmp_path)
         statuses = [ln.split()[1] for ln in plan.stdout.splitlines()[1:]]
         assert statuses == ["cached"] * 5, plan.stdout
+
+
+# ------------------------------------------------------------------------------ Slurm
+
+SLURM_RECIPE = """
+opts:
+  airflow: {{cache: true, dag_id: cache-slurm}}
+cabs:
+  write:
+    command: sh -c 'echo "n=$1 on $(hostname)" > "$0"; echo "job ran"'
+    inputs:
+      n: {{dtype: int, default: 1, policies: {{positional: true}}}}
+    outputs:
+      out: {{dtype: File, required: true, policies: {{positional_head: true}}}}
+slurm-cache:
+  backend:
+    select: native
+    slurm:
+      enable: true
+      ssh_conn_id: stepcab_cluster
+      remote_dir: stepcab-jobs
+      remote_workdir: {remote}
+      poll_interval: 1
+      exit_grace: 20
+      srun_opts: {{mem: 100M, cpus-per-task: 1, time: "0:05:00"}}
+  steps:
+    write:
+      cab: write
+      params: {{out: out.txt}}
+"""
+
+
+@pytest.mark.slow
+def test_slurm_step_cached_across_runs_with_outputs_on_the_cluster(slurm_cluster, airflow_db, airflow_dags_folder,
+                                                                   tmp_path, capfd):
+    """The job runs in ``remote_workdir``, so the output exists only there: a hit is decided by
+    the SFTP check on the cluster, and deleting the file there makes the step run again."""
+    from test_native_operator import load_dags, run_dag, write_dag_file, xcom
+    from test_slurm_operator import shared_workdir
+
+    local, remote = shared_workdir(slurm_cluster, "cache-local"), shared_workdir(slurm_cluster, "cache-remote")
+    recipe = tmp_path / "slurm-cache.yml"
+    recipe.write_text(SLURM_RECIPE.format(remote=remote))
+    text = ("from airflow_provider_stepcab.dag_factory import build_recipe_dag\n"
+            f"dag = build_recipe_dag({str(recipe)!r}, 'slurm-cache')\n")
+    dag = load_dags(write_dag_file(airflow_dags_folder, "stepcab_cache_slurm.py", text))["cache-slurm"]
+    first, states = run_dag(dag, local)
+    assert states == {"write": "success"}, capfd.readouterr().out[-3000:]
+    assert (remote / "out.txt").exists() and not (local / "out.txt").exists()
+    job = xcom(first, "write", "slurm_job")
+    second, states = run_dag(dag, local)
+    out = capfd.readouterr().out
+    assert states == {"write": "skipped"} and xcom(second, "write", "slurm_job") is None   # no job submitted
+    assert f"cache: slurm-cache.write cached: the result of run {first.run_id}" in out
+    assert xcom(second, "write") == xcom(first, "write") == {"out": "out.txt"}
+    (remote / "out.txt").unlink()
+    third, states = run_dag(dag, local)
+    out = capfd.readouterr().out
+    assert states == {"write": "success"} and xcom(third, "write", "slurm_job")["job_id"] != job["job_id"]
+    assert "lists outputs that are gone: " + str(local / "out.txt") in out

@@ -68,6 +68,10 @@ class LocalSlurmHook(SlurmHook):
             return b"", offset
         return data, offset + len(data)
 
+    def missing(self, paths: Iterable[str]) -> list:
+        """The paths that do not exist on this (login) node."""
+        return [p for p in paths if not os.path.exists(p)]
+
     def read_text(self, path: str, max_bytes: int = 1 << 20) -> Optional[str]:
         try:
             with open(path, "rb") as fh:

@@ -256,6 +256,18 @@ def _pending(op: Any, step: R.ResolvedStep, context: Any) -> Optional[KeyState]:
                     provenance=value.get("provenance") or {}, params_before=value.get("params") or {})
 
 
+def _present_outputs(op: Any, step: R.ResolvedStep) -> list:
+    """The File/Directory/MS outputs a hit needs (absolute local paths): those that exist here,
+    or, for a Slurm step, on the cluster."""
+    if getattr(step.backend, "wrapper", None) != "slurm" or not hasattr(op, "cache_missing_outputs"):
+        return R.file_outputs(step)
+    workdir = str(step.workdir.path)
+    declared = {n: v for n, v in K.file_params(step.cab, R.plain(step.params)).items() if n in step.cab.outputs}
+    paths = [K.absolute(p, workdir) for ps in declared.values() for p in ps]
+    gone = set(op.cache_missing_outputs(step, paths))
+    return [p for p in paths if p not in gone]
+
+
 def after_success(op: Any, step: R.ResolvedStep, context: Any) -> None:
     """Record the finished step (and publish its final provenance) when the run uses the cache."""
     state = _pending(op, step, context)
@@ -268,7 +280,7 @@ def after_success(op: Any, step: R.ResolvedStep, context: Any) -> None:
     if not state.choice.write:
         return
     produced = sorted(k for k, v in params.items() if state.params_before.get(k, object()) != v)
-    outputs = R.file_outputs(step)
+    outputs = _present_outputs(op, step)
     record = {"key": state.key, "ident": state.ident, "document": state.document, "recipe": op.recipe_name,
               "recipe_file": op.recipe_file, "step": step.fqname, "step_path": list(step.step_path),
               "dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id,
