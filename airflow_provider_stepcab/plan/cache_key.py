@@ -191,8 +191,11 @@ def key_document(*, cab: Any, backend: str, params: Mapping[str, Any], workdir: 
 
 
 def step_key(document: Mapping) -> str:
-    """The key: SHA-256 of the document's canonical JSON."""
-    return hashlib.sha256(dumps(document).encode()).hexdigest()
+    """The key: SHA-256 of the document's canonical JSON, without the producers' step names
+    (kept in the document for explanations): a renamed step still hits, and so do its consumers."""
+    inputs = {name: [{k: v for k, v in e.items() if k != "step"} for e in entries]
+              for name, entries in (document.get("inputs") or {}).items()}
+    return hashlib.sha256(dumps({**document, "inputs": inputs}).encode()).hexdigest()
 
 
 def _short(value: Any, limit: int = 60) -> str:
