@@ -62,10 +62,10 @@ def _timed(holder: list, func, profiling: dict):
 
 
 def run(work: str, steps: int, profile: bool = False) -> dict:
-    from airflow.dag_processing.dagbag import DagBag
     from airflow.utils import db
 
     from airflow_provider_stepcab.operators import base, step_cache
+    from task_child import dag_bag, write_files
 
     db.initdb()
     dags, run_dir = os.path.join(work, "dags"), os.path.join(work, "run")
@@ -76,14 +76,8 @@ def run(work: str, steps: int, profile: bool = False) -> dict:
     body = "".join(f"    s{i}:\n      cab: copy\n      params: {{src: f{i - 1}.txt, dst: f{i}.txt}}\n"
                    for i in range(1, steps + 1))
     recipe = os.path.join(work, "cache-bench.yml")
-    with open(recipe, "w") as fh:
-        fh.write(RECIPE % body)
-    with open(os.path.join(dags, "stepcab_cache_bench.py"), "w") as fh:
-        fh.write(LOADER % recipe)
-    bag = DagBag(dags)
-    if bag.import_errors:
-        raise RuntimeError(f"import errors: {bag.import_errors}")
-    dag = bag.dags["cache-bench"]
+    write_files({recipe: RECIPE % body, os.path.join(dags, "stepcab_cache_bench.py"): LOADER % recipe})
+    dag = dag_bag(dags).dags["cache-bench"]
     executes: list = []
     lookups: list = []
     import cProfile
