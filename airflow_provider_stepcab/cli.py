@@ -12,6 +12,7 @@ Nothing here imports Airflow at module import time; subcommands that need it imp
 * ``stepcab plan FILE... --script [--backend native|singularity|podman|docker]`` — a shell script.
 * ``stepcab doc NAME [FILE...]`` — the schema of a cab or recipe as a table.
 * ``stepcab build FILE... [-r]`` — build/pull the container images (:mod:`.build_cli`).
+* ``stepcab plan FILE... --cache`` and ``stepcab cache ls|show|clear`` — the step cache (:mod:`.cache_cli`).
 
 Exit status: 0 success (warnings allowed); 1 the recipe has errors: a file that cannot be read or
 parsed, a recipe that cannot be chosen (unknown name, several and no ``DEFAULT``), bad ``-p``
@@ -134,6 +135,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     try:
         if args.script:
             return _plan_script(args, result, params)
+        if args.cache:
+            from .cache_cli import print_plan_cache
+            return print_plan_cache(result.recipe, result.config, params, backend=args.backend,
+                                    cwd=os.path.abspath(args.workdir or os.getcwd()), cache_dir=args.cache_dir)
         plan = plan_recipe(result.recipe, result.config, params, backend=args.backend, strict=args.strict,
                            cwd=os.path.abspath(args.workdir or os.getcwd()))
     except RecipeError as exc:  # e.g. a command line that cannot be built: one line per problem
@@ -241,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--script", action="store_true",
                    help="print a shell script running the steps (-b native|singularity|podman|docker)")
     p.add_argument("--workdir", metavar="DIR", help="with --script: directory the steps run in (default: here)")
+    p.add_argument("--cache", action="store_true",
+                   help="per step: 'cached' or 'runs: <reason>' against the step cache (docs/cache.md)")
+    p.add_argument("--cache-dir", metavar="DIR", help="with --cache: the store (default: WORKDIR/.stepcab/step-cache)")
     common(p)
     p.set_defaults(func=cmd_plan)
 
@@ -254,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_build_parser(sub, common, parse_param)
     from .report import add_parser as add_report_parser
     add_report_parser(sub)
+    from .cache_cli import add_parser as add_cache_parser
+    add_cache_parser(sub)
     # `run` has its own parser (run_cli), imported only when used: it configures Airflow first.
     sub.add_parser("run", add_help=False, help="run a recipe through real Airflow (dag.test), like `stimela run`")
     return parser

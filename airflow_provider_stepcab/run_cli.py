@@ -12,7 +12,8 @@ Stimela 2.1.4's options, with its meanings (docs/cli.md has the side-by-side tab
 ``-N/-S/-K/--slurm``. Ours: ``-p NAME=VALUE`` (a ``-p`` value with ``=`` is a parameter, an
 integer is Stimela's profiling depth), ``-r/--recipe``, ``-b/--backend`` (overrides every
 step's backend), ``--conf`` (the trigger-time conf, :mod:`.operators.overrides`),
-``--airflow-home``, ``--workdir``.
+``--airflow-home``, ``--workdir``, ``--cache``/``--no-cache``/``--refresh`` (the step cache,
+``docs/cache.md``).
 
 The recipe becomes the same DAG the DAG factory makes for a deployment and runs once with
 ``dag.test()`` in an embedded Airflow (SQLite metadata database): every step is a real task
@@ -99,6 +100,14 @@ def parser() -> argparse.ArgumentParser:
     add("--conf", help="trigger-time conf as JSON text or @file.json")
     add("--airflow-home", help=f"embedded Airflow home (default ./{DEFAULT_HOME})")
     add("--workdir", help="working directory of the run (default: the current directory)")
+    # --- the step cache (docs/cache.md): conf stepcab_cache
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument("--cache", dest="cache", action="store_const", const="on",
+                       help="skip every step whose inputs, command and image are unchanged (step cache)")
+    cache.add_argument("--no-cache", dest="cache", action="store_const", const="off",
+                       help="neither use nor write step cache records")
+    cache.add_argument("--refresh", dest="cache", action="store_const", const="refresh",
+                       help="run every step and write new step cache records")
     return p
 
 
@@ -514,6 +523,8 @@ def prepare(argv: Sequence[str] | None) -> dict:
     conf = build_conf(params=params, backend=args.backend, conf=read_conf(args.conf),
                       workdir=args.workdir or os.getcwd(),
                       selection_conf=selection_conf(args))
+    if args.cache:
+        conf["stepcab_cache"] = args.cache
     return {"args": args, "home": home, "recipe_file": recipe_file, "result": result, "choice": choice,
             "conf": conf, "depth": depth}
 

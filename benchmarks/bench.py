@@ -199,6 +199,7 @@ def main(argv: list | None = None) -> int:
     p.add_argument("--slurm", action="store_true", help="also run benchmarks/slurm_bench.py and slurm_local_bench.py (needs the cluster)")
     p.add_argument("--no-tasks", action="store_true", help="skip the task-overhead measurement")
     p.add_argument("--no-run-cli", action="store_true", help="skip `stepcab run` vs `stimela run` (run_bench.py)")
+    p.add_argument("--no-cache-bench", action="store_true", help="skip the step cache re-run (cache_bench.py)")
     p.add_argument("--timeout", type=float, default=900.0, help="per-child timeout in seconds")
     p.add_argument("--work", default=os.path.join(HERE, "work"), help="scratch directory")
     p.add_argument("--out", default=os.path.join(HERE, "results"), help="where latest.{json,md} go")
@@ -224,6 +225,12 @@ def main(argv: list | None = None) -> int:
         only = ["7-step"] if args.quick else list(run_bench.WORKLOADS)
         run_cli = run_bench.summarize(run_bench.benchmark(reps, os.path.join(work, "run"), only, sys.executable,
                                                           timeout=args.timeout))
+    cache = None
+    if not args.no_cache_bench:  # the step cache: unchanged re-run of a 100-step recipe (cache_bench.py)
+        cenv = _env(os.path.join(work, "cache"), os.path.join(work, "stepcab-cache", "cache"))
+        cache = run_child("cache_bench.py", [os.path.join(work, "cache"), "--steps", "20" if args.quick else "100"],
+                          cenv, args.timeout)
+        print(f"step cache: {json.dumps(cache)[:400]}")
     import airflow  # noqa: F401 - versions for the record (the children used the same interpreter)
 
     try:
@@ -238,13 +245,16 @@ def main(argv: list | None = None) -> int:
                     "cpus": os.cpu_count(), "loadavg_at_start": os.getloadavg()},
         "versions": {"airflow": airflow.__version__, "dag_factory": dagfactory_version},
         "parse": summarize_parse(raw), "parse_paired": summarize_paired(raw), "parse_raw": raw,
-        "tasks": tasks, "slurm": run_slurm(args, work), "run_cli": run_cli,
+        "tasks": tasks, "slurm": run_slurm(args, work), "run_cli": run_cli, "cache": cache,
     }
     result["targets"] = report.evaluate_targets(result)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "latest.json"), "w") as fh:
         json.dump(result, fh, indent=1, default=str)
     md = report.markdown(result)
+    if cache is not None:
+        from cache_bench import markdown as cache_markdown
+        md += cache_markdown(cache)
     with open(os.path.join(args.out, "latest.md"), "w") as fh:
         fh.write(md)
     print(md)

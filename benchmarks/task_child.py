@@ -62,6 +62,23 @@ def big_cab_recipe(n_params: int = 100) -> str:
     return "\n".join(lines + params) + "\n"
 
 
+def write_files(files: dict) -> None:
+    """Write ``{path: text}``."""
+    for path, text in files.items():
+        with open(path, "w") as fh:
+            fh.write(text)
+
+
+def dag_bag(folder: str):
+    """The DAGs of ``folder`` (``DagBag``); import errors raise."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(folder)
+    if bag.import_errors:
+        raise RuntimeError(f"import errors: {bag.import_errors}")
+    return bag
+
+
 def time_dag_test(dag, conf=None) -> float:
     t0 = time.perf_counter()
     run = dag.test(run_conf=conf) if conf is not None else dag.test()
@@ -73,7 +90,6 @@ def time_dag_test(dag, conf=None) -> float:
 
 
 def task_overhead(work: str, reps: int, tasks: int) -> dict:
-    from airflow.dag_processing.dagbag import DagBag
     from airflow.utils import db
 
     db.initdb()
@@ -81,15 +97,9 @@ def task_overhead(work: str, reps: int, tasks: int) -> dict:
     os.makedirs(dags, exist_ok=True)
     recipe = os.path.join(work, "overhead.yml")
     steps = "".join(f"    s{i}:\n      cab: say\n      params: {{text: hello {i}}}\n" for i in range(tasks))
-    with open(recipe, "w") as fh:
-        fh.write(RECIPE % steps)
-    with open(os.path.join(dags, "stepcab_overhead.py"), "w") as fh:
-        fh.write(LOADER % recipe)
-    with open(os.path.join(dags, "bash_overhead.py"), "w") as fh:
-        fh.write(BASH_DAG % tasks)
-    bag = DagBag(dags)
-    if bag.import_errors:
-        raise RuntimeError(f"import errors: {bag.import_errors}")
+    write_files({recipe: RECIPE % steps, os.path.join(dags, "stepcab_overhead.py"): LOADER % recipe,
+                 os.path.join(dags, "bash_overhead.py"): BASH_DAG % tasks})
+    bag = dag_bag(dags)
     step_dag = next(d for i, d in bag.dags.items() if i != "bash_overhead")
     bash_dag = bag.dags["bash_overhead"]
     conf = {"stepcab_workdir": os.path.join(work, "run")}

@@ -24,14 +24,13 @@ the DAG, so a warm parse never touches the recipe. :func:`build_dag` does both. 
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Any, Optional
 
 from airflow_provider_stepcab.dag_factory.dataflow import infer_dependencies
 from airflow_provider_stepcab.dag_factory.loops import map_index_template
 from airflow_provider_stepcab.dag_factory.naming import MAX_ID_LENGTH, id_collisions, sanitize_id, task_id_for
 from airflow_provider_stepcab.dag_factory.params import FORM_HIDDEN_CATEGORIES, param_specs
-from airflow_provider_stepcab.dag_factory.settings import AirflowSettings
+from airflow_provider_stepcab.dag_factory.settings import RUNTIME_TASK_KEYS, AirflowSettings, task_settings
 from airflow_provider_stepcab.dag_factory.spec import class_path
 from airflow_provider_stepcab.recipe.errors import Problems
 from airflow_provider_stepcab.recipe.model import UNSET
@@ -114,17 +113,8 @@ def doc_md(recipe: Any, recipe_file: str, settings: AirflowSettings) -> str:
 
 
 def _task_settings(settings: AirflowSettings, path: tuple) -> dict:
-    dotted = ".".join(path)
-    ranked = []
-    for pattern, values in settings.tasks.items():
-        if pattern == dotted:
-            ranked.append((2, values))
-        elif fnmatch.fnmatchcase(dotted, pattern):
-            ranked.append((0 if pattern == "*" else 1, values))
-    out: dict = {}
-    for _, values in sorted(ranked, key=lambda x: x[0]):
-        out.update(values)
-    return out
+    """The operator arguments among the step's ``tasks.<pattern>`` settings."""
+    return {k: v for k, v in task_settings(settings, path).items() if k not in RUNTIME_TASK_KEYS}
 
 
 #: retries of a Slurm step when the recipe sets none (see _Compiler.task)

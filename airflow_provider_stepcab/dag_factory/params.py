@@ -45,6 +45,7 @@ trigger form and a hand-written ``conf`` mean the same)::
     skip_tags:   ["slow"]             # skip steps with these tags, default []
     steps:       {"<step path|glob|*>": {"params": {...}, "backend": {"select": "native"}, "skip": bool}}
     stepcab_workdir: null             # working directory of the run (runtime/workdir.py)
+    stepcab_cache: null               # the step cache for this run: on, off or refresh (docs/cache.md)
 
 ``steps`` is validated at run time by the operator (unknown steps/params fail the task with a
 message naming the key). A recipe input with one of these names keeps the name for itself and the
@@ -74,6 +75,10 @@ CONTROL_PARAMS: dict[str, tuple[Any, dict, str]] = {
               '"backend": {"select": "native"}, "skip": true}}.'),
     "stepcab_workdir": (None, {"type": ["null", "string"]},
                         "Working directory of this run (default: one fresh directory per run)."),
+    "stepcab_cache": (None, {"type": ["null", "string"], "enum": [None, "on", "off", "refresh"]},
+                      "Step cache for this run: on (skip steps whose inputs, command and image are "
+                      "unchanged), off, or refresh (run every step, record the results); empty: as the "
+                      "recipe says (opts.airflow.cache)."),
 }
 #: input categories left out of the trigger form unless the input is required (see above)
 FORM_HIDDEN_CATEGORIES = frozenset({"Obscure", "Hidden"})

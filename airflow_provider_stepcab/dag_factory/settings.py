@@ -31,8 +31,12 @@ and override the file-wide ones. Every key is optional::
                                    # or pulls (podman/docker) the images the steps' backends need,
                                    # skipping present ones, upstream of every step task
                                    # (operators/build.py; what `stepcab build` does)
+        cache: false               # true: the step cache (docs/cache.md): a run skips every step whose
+                                   # inputs, command and image are unchanged since a successful run
+        cache_hash: false          # true: raw inputs enter cache keys by content, not size and mtime
         tasks:                     # per-task settings, keyed by dotted step path or glob
           "image*": {pool: gpu, execution_timeout: 6h, retries: 0, queue: gpu, priority_weight: 5}
+          "predict": {cache: false}   # the step cache for these steps only (wins over ``cache``)
         recipes:
           other-recipe: {schedule: null, tags: [adhoc]}
         workdir: ...               # read by the operators (runtime/workdir.py), ignored here
@@ -46,6 +50,7 @@ broken, see :mod:`.errors`). No default ever skips backfilled runs (there is no 
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import re
 from dataclasses import field
 from typing import Any, Optional
@@ -58,7 +63,9 @@ DEFAULT_START_DATE = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
 DEFAULT_OWNER = "stepcab"
 PARALLEL_MODES = ("sequential", "dataflow")
 #: keys allowed in ``opts.airflow.tasks.<pattern>``
-TASK_KEYS = ("pool", "queue", "retries", "retry_delay", "execution_timeout", "priority_weight")
+TASK_KEYS = ("pool", "queue", "retries", "retry_delay", "execution_timeout", "priority_weight", "cache")
+#: task settings read by the step task when it runs (not operator arguments)
+RUNTIME_TASK_KEYS = ("cache",)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # patterns as text: compiled (and cached by ``re``) on first use, not by every parse that imports this
 _DURATION = r"^\s*(?:(\d+(?:\.\d+)?)\s*([smhdw])\s*)+$"
@@ -89,6 +96,8 @@ class AirflowSettings:
     parallel: str = "sequential"
     backend: Any = None
     build_images: bool = False
+    cache: bool = False
+    cache_hash: bool = False
     tasks: dict = field(default_factory=dict)   # pattern -> {key: value}
 
     def default_args(self) -> dict:
@@ -195,9 +204,10 @@ _PARSERS = {
     "max_active_runs": _int, "max_active_tasks": _int, "pool": _str, "queue": _str,
     "dagrun_timeout": parse_duration, "execution_timeout": parse_duration, "description": _str,
     "doc_md": _str, "parallel": _parallel, "backend": _backend, "build_images": _bool,
+    "cache": _bool, "cache_hash": _bool,
 }
 _TASK_PARSERS = {"pool": _str, "queue": _str, "retries": _int, "retry_delay": parse_duration,
-                 "execution_timeout": parse_duration, "priority_weight": _int}
+                 "execution_timeout": parse_duration, "priority_weight": _int, "cache": _bool}
 _IGNORED = ("workdir", "trigger_limits")  # read by the operators (runtime/workdir.py, operators/trigger_policy.py)
 
 
@@ -245,6 +255,22 @@ def _apply_tasks(value: Any, key_path: str, out: AirflowSettings, problems: Prob
             except ValueError as exc:
                 problems.error(loc_of(entry, key), f"{where}.{key}", str(exc), "bad-airflow-setting")
         out.tasks[str(pattern)] = parsed
+
+
+def task_settings(settings: AirflowSettings, path: tuple) -> dict:
+    """The ``tasks.<pattern>`` settings of the step at ``path``: ``*`` first, then globs, then
+    the exact dotted path (later ones win)."""
+    dotted = ".".join(path)
+    ranked = []
+    for pattern, values in settings.tasks.items():
+        if pattern == dotted:
+            ranked.append((2, values))
+        elif fnmatch.fnmatchcase(dotted, pattern):
+            ranked.append((0 if pattern == "*" else 1, values))
+    out: dict = {}
+    for _, values in sorted(ranked, key=lambda x: x[0]):
+        out.update(values)
+    return out
 
 
 def airflow_section(tree: Any) -> Any:

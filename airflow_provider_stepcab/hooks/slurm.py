@@ -285,6 +285,19 @@ class SlurmHook(BaseHook):
         except FileNotFoundError:
             return None
 
+    def missing(self, paths: Iterable[str]) -> list:
+        """The paths of ``paths`` that do not exist on the cluster (SFTP ``stat``)."""
+        client = self.sftp_hook.get_conn()
+        out = []
+        for path in paths:
+            try:
+                client.stat(path)
+            except FileNotFoundError:
+                out.append(path)
+            except OSError:
+                out.append(path)
+        return out
+
     def remove_dir(self, path: str) -> None:
         """``rm -rf`` a job directory (refuses short or relative paths)."""
         self.run(remove_dir_command(path), check=False)

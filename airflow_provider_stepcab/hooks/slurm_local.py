@@ -62,6 +62,10 @@ class LocalSlurmHook(SlurmHook):
     def open_binary(self, path: str) -> Any:
         return open(path, "rb")
 
+    def missing(self, paths: Iterable[str]) -> list:
+        """The paths that do not exist on this (login) node."""
+        return [p for p in paths if not os.path.exists(p)]
+
 
 def make_slurm_hook(conn_id: str, **kwargs: Any) -> SlurmHook:
     """The hook for ``backend.slurm.ssh_conn_id``: local for ``local``, else over SSH."""

@@ -51,14 +51,14 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 from airflow_provider_stepcab.operators.trigger_policy import (
-    PolicyViolation, TriggerPolicy, check_backend, check_param, check_workdir, recipe_limits)
+    CACHE_PARAM, PolicyViolation, TriggerPolicy, check_backend, check_cache, check_param, check_workdir, recipe_limits)
 from airflow_provider_stepcab.recipe.data import ConfValue, as_data, is_data  # noqa: F401 - the resolver's contract
 from airflow_provider_stepcab.recipe.errors import RecipeError
 from airflow_provider_stepcab.runtime.workdir import WORKDIR_PARAM
 
 STEP_KEYS = ("params", "backend", "skip")
 LIST_KEYS = ("select", "skip_steps", "tags", "skip_tags", "enable_steps")
-TOP_KEYS = ("steps", WORKDIR_PARAM) + LIST_KEYS
+TOP_KEYS = ("steps", WORKDIR_PARAM, CACHE_PARAM) + LIST_KEYS
 
 
 def _names(cargo: Any) -> set:
@@ -281,6 +281,8 @@ def parse_overrides(conf: dict, recipe: Any, params: Optional[dict] = None, *, c
     _selection(recipe, out, errors)
     if WORKDIR_PARAM in settings:
         errors += check_workdir(f"conf.{WORKDIR_PARAM}", settings[WORKDIR_PARAM])
+    if CACHE_PARAM in settings:
+        errors += check_cache(f"conf.{CACHE_PARAM}", settings[CACHE_PARAM])
     steps = (settings.get("steps") or {}) if "steps" in control else {}
     if not isinstance(steps, dict):
         errors.append(f"conf.steps: expected a mapping of step path -> overrides, got {steps!r}")

@@ -34,6 +34,7 @@ from airflow.sdk import Asset, AssetAlias
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from airflow_provider_stepcab.operators import resolve as R
+from airflow_provider_stepcab.operators import step_cache
 from airflow_provider_stepcab.operators.resolve import plain_params  # noqa: F401 - used by build/loops
 from airflow_provider_stepcab.operators.registry import BACKEND_RUNNERS, LOCAL_RUNNERS, XCOM_PARAMS_KEY
 from airflow_provider_stepcab.recipe.errors import FormulaError, RecipeError
@@ -145,7 +146,10 @@ def resolve_or_skip(op: Any, context: Any, *, finishing: bool = False) -> R.Reso
         push_params(context["ti"], step.params)
         push_step_record(op, step, context)
         op.log.info("skipping step %s: %s", step.fqname, step.skip_reason)
+        step_cache.forward(op, step, context)
         raise AirflowSkipException(f"step {step.fqname}: {step.skip_reason}")
+    if not finishing:
+        step_cache.before_run(op, step, context, push_params=push_params)  # a cache hit raises AirflowSkipException
     return step
 
 
@@ -167,6 +171,7 @@ def finish_step(op: Any, step: R.ResolvedStep, result: Any, context: Any) -> Opt
         except (RecipeError, FormulaError, ValueError) as exc:
             raise AirflowException(f"step {step.fqname}: {exc}") from None
     push_params(context["ti"], step.params)
+    step_cache.after_success(op, step, context)
     emit_assets(op, step, context)
     if not step.cab.outputs:
         return None  # nothing to return: no ``return_value`` XCom (one request less per task)

@@ -261,6 +261,22 @@ class StepcabSlurmOperator(StepcabBaseOperator):
             setup += P.image_lines(shlex.quote(exe), image)
         return inner, SlurmWrap(setup=setup, ephemeral=dict(plan.ephemeral), clean_ephemeral=bool(sing.clean_tmp)), exe
 
+    def cache_missing_outputs(self, step: "R.ResolvedStep", paths: list) -> list:
+        """Step cache (:mod:`.step_cache`): the recorded outputs missing on the cluster (SFTP),
+        read where the job runs them (``remote_workdir`` in place of the working directory)."""
+        from airflow_provider_stepcab.hooks.slurm_local import make_slurm_hook
+
+        opts = self._options(step)
+        local, remote = str(step.workdir.path), opts.remote_workdir
+        there = {p: (remote + p[len(local):] if remote and (p == local or p.startswith(local + "/")) else p)
+                 for p in paths}
+        hook = make_slurm_hook(opts.ssh_conn_id)
+        try:
+            gone = set(hook.missing(there.values()))
+        finally:
+            hook.close()
+        return [p for p, q in there.items() if q in gone]
+
     # ----------------------------------------------------------------- completion
 
     def execute_complete(self, context: Any, event: Any = None) -> Any:

@@ -32,6 +32,9 @@ from airflow_provider_stepcab.plan.quantities import kube_quantity, memory_bytes
 #: Airflow config section and keys the deployer sets (``AIRFLOW__STEPCAB__TRIGGER_OVERRIDES_ALLOW``)
 CONFIG_SECTION = "stepcab"
 ALLOW_KEY = "trigger_overrides_allow"
+#: the run conf key choosing the step cache for a run (docs/cache.md) and its values
+CACHE_PARAM = "stepcab_cache"
+CACHE_MODES = ("on", "off", "refresh")
 LIMITS_KEY = "trigger_limits"
 
 _NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
@@ -243,6 +246,14 @@ def check_workdir(key: str, value: Any) -> list:
     return []
 
 
+def check_cache(key: str, value: Any) -> list:
+    """The run's step cache mode: ``on`` (use and write records), ``off`` (neither) or ``refresh``
+    (run every step, write new records); ``true``/``false`` mean ``on``/``off``."""
+    if value is True or value is False or value in CACHE_MODES:
+        return []
+    return [f"{key}: expected one of {', '.join(CACHE_MODES)}, got {value!r}"]
+
+
 def check_param(key: str, schema: Any, value: Any) -> tuple[Any, list]:
     """``(coerced value, problems)`` of a trigger-time value for a parameter (dtype and choices)."""
     if schema is None or value is None:
@@ -263,4 +274,4 @@ def check_param(key: str, schema: Any, value: Any) -> tuple[Any, list]:
 
 
 __all__ = ["TriggerPolicy", "PolicyViolation", "RESOURCE_KNOBS", "LIMIT_PARSERS", "check_backend",
-           "check_workdir", "check_param", "recipe_limits", "parse_limits"]
+           "check_workdir", "check_cache", "check_param", "CACHE_PARAM", "CACHE_MODES", "recipe_limits", "parse_limits"]
