@@ -37,6 +37,7 @@ from airflow_provider_stepcab.operators import resolve as R
 from airflow_provider_stepcab.operators.base import StepcabBaseOperator
 from airflow_provider_stepcab.plan.pod import CONTAINER_NAME, PodIdentity, PodPlanError, build_pod, validate_pod
 from airflow_provider_stepcab.recipe.errors import RecipeError
+from airflow_provider_stepcab.ui.capture import note_executed
 
 TAIL_LINES = 20
 _PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
@@ -133,6 +134,7 @@ class StepcabKubernetesOperator(StepcabBaseOperator, KubernetesPodOperator):
             return self._finish(step, self._dispatch(step, context), context)
         plan = self.plan_pod(step, context)
         self._configure(plan, step)
+        note_executed(step, argv=plan.container["command"], pod=plan.pod)
         self.log.info("pod command: %s", plan.container["command"])
         with R.chdir(step.workdir.path):
             R.prepare_outputs(step)
@@ -228,6 +230,7 @@ class StepcabKubernetesOperator(StepcabBaseOperator, KubernetesPodOperator):
 
         state = self._wrangler
         exit_code, reasons = diagnose(self._final_pod or self.pod, error, event, startup_timeout=self.startup_timeout_seconds)
+        note_pod(step, self._final_pod or self.pod)
         errors = list(state.errors) if state is not None else []
         if errors:
             name = os.path.basename(str(container_argv(step)[0]))
@@ -270,6 +273,23 @@ class _WranglingPodManager(PodManager):
 
 
 # --------------------------------------------------------------------- helpers (no operator state)
+
+def note_pod(step: "R.ResolvedStep", pod: Any) -> None:
+    """Note on ``step`` the pod that ran (spec, name, last phase) for its Step view; when it was
+    deferred, the pod as read back from the cluster (its container command is what ran)."""
+    if pod is None:
+        return
+    ran = getattr(step, "executed", None) or {}
+    spec = ran.get("pod")
+    if spec is None:
+        from kubernetes.client import ApiClient
+
+        spec = ApiClient().sanitize_for_serialization(pod)
+    containers = (spec.get("spec") or {}).get("containers") or [{}]
+    argv = ran.get("argv") or containers[0].get("command") or []
+    note_executed(step, argv=argv, pod=spec, pod_name=getattr(getattr(pod, "metadata", None), "name", None),
+                  pod_phase=getattr(getattr(pod, "status", None), "phase", None))
+
 
 def container_argv(step: "R.ResolvedStep") -> list:
     """The argv run inside the container (``python3`` for Python flavours, no virtual_env)."""
