@@ -19,7 +19,8 @@ from .aliases import implicit_aliases
 from .errors import FormulaError, Loc, Problems
 from .model import UNSET, Recipe, Step
 from .records import record
-from .sources import alias_source, default_source, written_source
+from .sources import alias_source, default_source
+from .sources import written_source as _written
 from .validate import is_deferred, is_formula_text
 
 _RUNTIME_FUNCS = r"\b(GLOB|EXISTS)\s*\("  # compiled by ``re`` on first use
@@ -163,6 +164,12 @@ class ResolvedStep:
     @property
     def unresolved(self) -> dict:
         return {k: v for k, v in self.params.items() if isinstance(v, Unresolved)}
+
+
+def given_source(value: Any) -> str:
+    """Where ``value``, as given to the resolver, comes from (:mod:`.sources`): ``run conf`` for a
+    :class:`Literal`."""
+    return _written(value, data=isinstance(value, Literal))
 
 
 def _contains_unresolved(value: Any) -> bool:
@@ -342,11 +349,11 @@ class Resolver:
                key_path: str = "", locs: Optional[Mapping[str, Loc]] = None, info_fq: str = "",
                skip_all: Any = False, param_sources: Optional[Mapping[str, str]] = None) -> Iterator[ResolvedStep]:
         """Resolve the cab steps of ``recipe`` given ``params`` (``param_sources``: where each
-        came from, when a parent step gave them; else :func:`~.sources.written_source`)."""
+        came from, when a parent step gave them; else :func:`given_source`)."""
         from .assignments import Assigned
         info_fq = info_fq or recipe.name
         own, step_over = self._split(recipe, params, key_path, locs or {})
-        sources = {n: (param_sources or {}).get(n) or written_source(v) for n, v in params.items()}
+        sources = {n: (param_sources or {}).get(n) or given_source(v) for n, v in params.items()}
         fl = recipe.for_loop
         loop_var = fl.var if fl is not None else None
         # --- prevalidation: settle the recipe's own params (assigned defaults count)
@@ -488,10 +495,10 @@ class Resolver:
             self._update(recipe, step, rec, ns, assigned, skey, lv)
             raw = {**step.params, **from_recipe.get(label, {}), **assigned.to_steps.get(label, {}),
                    **step_over.get(label, {})}
-            src = {k: written_source(v) for k, v in step.params.items()}
+            src = {k: given_source(v) for k, v in step.params.items()}
             src.update(alias_sources.get(label, {}))
             src.update({k: assigned.kinds.get(f"{label}.{k}", "assign") for k in assigned.to_steps.get(label, {})})
-            src.update({k: sources.get(f"{label}.{k}") or written_source(v)
+            src.update({k: sources.get(f"{label}.{k}") or given_source(v)
                         for k, v in step_over.get(label, {}).items()})
             cargo = step.cargo
             if self.step_params is not None and cargo is not None and step.cab is not None:

@@ -33,12 +33,11 @@ SOURCES = ("run conf", "recipe", "formula", "substitution", "alias", "assign", "
 KEPT_BY_ALIAS = ("run conf", "assign", "assign_based_on", "loop")
 
 
-def written_source(value: Any) -> str:
-    """The source of ``value`` as given: ``run conf`` for trigger-time data, else what the recipe
-    wrote: ``formula`` when it (or an item of it) is one, ``substitution`` likewise, else ``recipe``."""
-    from .resolve import Literal
-
-    if isinstance(value, Literal):
+def written_source(value: Any, *, data: bool = False) -> str:
+    """The source of ``value`` as given: ``run conf`` for trigger-time ``data`` (the resolver's
+    :class:`~.resolve.Literal`), else what the recipe wrote: ``formula`` when it (or an item of
+    it) is one, ``substitution`` likewise, else ``recipe``."""
+    if data:
         return "run conf"
     items = _leaves(value)
     if any(is_formula_text(v) for v in items):
