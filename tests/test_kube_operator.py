@@ -215,6 +215,10 @@ def test_success_outputs_and_planned_pod(dags, kube, mode):
     # the pod was deleted afterwards (on_finish_action=delete_pod)
     assert fake.calls("DELETE", pod["metadata"]["name"])
     assert not fake.cluster.pods
+    # the Step view's record: the command the pod ran, its spec, name and last phase
+    rec = xcom(run, "hello", "stepcab_step")
+    assert rec["argv"] == ctr["command"] and rec["pod"]["spec"]["containers"][0]["command"] == ctr["command"]
+    assert rec["pod_name"] == pod["metadata"]["name"] and rec["pod_phase"] == "Succeeded"
 
 
 @pytest.mark.parametrize("mode", ["defer", "sync"])

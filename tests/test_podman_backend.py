@@ -15,7 +15,7 @@ import time
 import pytest
 
 from container_helpers import PODMAN_SETTINGS, containers_named, ensure_test_image
-from test_native_operator import failure, load_dags, run_dag, write_dag_file
+from test_native_operator import failure, load_dags, run_dag, write_dag_file, xcom
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -129,6 +129,10 @@ def test_steps_run_in_container_with_binds_and_ownership(pdag, tmp_path):
     user_out = tmp_path / "w" / "owned" / "u.txt"
     assert user_out.read_text() == "HELLO PODMAN\n" and user_out.stat().st_uid == 1234
     assert not containers_named("stepcab-stepcab_podman-")  # --rm
+    # the Step view's record: the cab's argv inside the podman command that ran it
+    rec = xcom(run, "upper", "stepcab_step")
+    assert rec["backend"] == "podman" and rec["command"][0].endswith("podman") and "run" in rec["command"]
+    assert rec["argv"][:2] == ["sh", "-c"] and rec["command"][-len(rec["argv"]):] == rec["argv"]
 
 
 def test_nonzero_exit_fails_the_task(pdag, tmp_path):

@@ -87,6 +87,12 @@ def test_local_submission_end_to_end(finished_run, capfd):
     # the wrapper's books are on this machine, in the local user's home (no SFTP involved)
     assert Path(job["job_dir"]).is_relative_to(Path.home())
     assert (Path(job["job_dir"]) / "exitcode").read_text().strip() == "0"
+    # the Step view's record: the argv and the very sbatch script submitted (kept across the deferral)
+    from airflow_provider_stepcab.plan.sbatch import SCRIPT
+
+    rec = xcom(finished_run.run, "count", "stepcab_step")
+    assert rec["argv"] == job["argv"] and rec["argv"]
+    assert rec["script"] == (Path(job["job_dir"]) / SCRIPT).read_text() and "#SBATCH" in rec["script"]
     # the job's output streamed into the task log while it ran, from the local files
     assert re.search(r"count 1 of 3.*\n(.*\n)*.*count 3 of 3", finished_run.out)
 

@@ -36,7 +36,7 @@ def test_step_record_normalises_the_documented_shape():
     assert rec["argv"] == ["echo", "1"] and rec["params"] == {"n": [1, 2]} and rec["outputs"] == ["a.txt"]
     assert rec["command"] is None and rec["pod"] is None and rec["script"] is None and rec["image"] is None
     assert set(rec) == {"fqname", "cab", "backend", "image", "workdir", "argv", "command", "script", "pod",
-                        "params", "sources", "outputs", "skip_reason", "doc"}
+                        "pod_name", "pod_phase", "params", "sources", "outputs", "skip_reason", "doc"}
     assert "run conf" in SOURCES and "cab default" in SOURCES
 
 
@@ -50,6 +50,32 @@ def test_step_record_normalises_the_documented_shape():
 def test_step_record_rejects_a_wrong_shape(fields, message):
     with pytest.raises(StepRecordError, match=message.replace("(", r"\(").replace(")", r"\)")):
         step_record(**fields)
+
+
+def test_step_page_shows_slurm_job_accounting_and_pod_when_published():
+    """What a Slurm step (``slurm_job`` + ``stepcab_resources`` XComs) and a pod step publish."""
+    from airflow_provider_stepcab.ui.records import RESOURCES_KEY, SLURM_KEY
+    from airflow_provider_stepcab.operators.slurm import XCOM_JOB_KEY
+    from airflow_provider_stepcab.runtime.accounting import XCOM_KEY
+    from airflow_provider_stepcab.ui.render import step_page
+
+    assert (SLURM_KEY, RESOURCES_KEY) == (XCOM_JOB_KEY, XCOM_KEY)  # the keys the operators push
+    script = "#!/bin/bash\n#SBATCH --job-name=x\nexec echo 1\n"
+    rec = step_record(**base_record(backend="native", script=script, pod={"spec": {"containers": [{}]}},
+                                    pod_name="stepcab-r-s-abc", pod_phase="Succeeded"))
+    data = {"dag_id": "d", "run_id": "r", "task_id": "s", "map_index": -1, "state": "success", "try_number": 1,
+            "name": None, "hostname": None, "start_date": None, "end_date": None, "record": rec,
+            "slurm": {"job_id": "42", "job_name": "x", "argv": ["echo", "1"], "script": script},
+            "resources": {"job_id": "42", "state": "COMPLETED", "nodelist": "c1", "queue_wait_s": 3},
+            "assets": [], "loop_instances": []}
+    html = step_page(data, prefix="/stepcab")
+    for fact, value in (("pod", "stepcab-r-s-abc"), ("pod phase", "Succeeded")):
+        assert f'<tr data-fact="{fact}"><td>{fact}</td><td>{value}</td></tr>' in html
+    assert '<tr data-fact="job_id"><td>job_id</td><td>42</td></tr>' in html
+    for fact, value in (("state", "COMPLETED"), ("nodelist", "c1"), ("queue_wait_s", "3")):
+        assert f'<tr data-fact="{fact}"><td>{fact}</td><td>{value}</td></tr>' in html
+    assert html.count("#SBATCH --job-name=x") == 1  # in its own section, not again in the job table
+    assert '<pre id="pod">' in html
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,7 @@ from airflow_provider_stepcab.operators import resolve as R
 from airflow_provider_stepcab.operators.base import StepcabBaseOperator
 from airflow_provider_stepcab.plan.pod import CONTAINER_NAME, PodIdentity, PodPlanError, validate_pod
 from airflow_provider_stepcab.recipe.errors import RecipeError
+from airflow_provider_stepcab.ui.capture import note_executed
 
 TAIL_LINES = 20
 _PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
@@ -173,6 +174,7 @@ class StepcabKubernetesOperator(StepcabBaseOperator, KubernetesPodOperator):
         plan = self.plan_pod(step, context)
         self._retry_with_more_memory(plan, step, context)
         self._configure(plan, step)
+        note_executed(step, argv=plan.container["command"], pod=plan.pod)
         self.log.info("pod command: %s", plan.container["command"])
         with R.chdir(step.workdir.path):
             R.prepare_outputs(step)
@@ -268,6 +270,7 @@ class StepcabKubernetesOperator(StepcabBaseOperator, KubernetesPodOperator):
 
         state = self._wrangler
         exit_code, reasons = diagnose(self._final_pod or self.pod, error, event, startup_timeout=self.startup_timeout_seconds)
+        note_pod(step, self._final_pod or self.pod)
         errors = list(state.errors) if state is not None else []
         if errors:
             from airflow_provider_stepcab.plan.step_plan import POD, container_argv
@@ -352,6 +355,23 @@ def terminated_state(pod: Any) -> Any:
     status = getattr(pod, "status", None)
     cstatus = next((c for c in (getattr(status, "container_statuses", None) or []) if c.name == CONTAINER_NAME), None)
     return getattr(getattr(cstatus, "state", None), "terminated", None)
+
+
+def note_pod(step: "R.ResolvedStep", pod: Any) -> None:
+    """Note on ``step`` the pod that ran (spec, name, last phase) for its Step view; when it was
+    deferred, the pod as read back from the cluster (its container command is what ran)."""
+    if pod is None:
+        return
+    ran = getattr(step, "executed", None) or {}
+    spec = ran.get("pod")
+    if spec is None:
+        from kubernetes.client import ApiClient
+
+        spec = ApiClient().sanitize_for_serialization(pod)
+    containers = (spec.get("spec") or {}).get("containers") or [{}]
+    argv = ran.get("argv") or containers[0].get("command") or []
+    note_executed(step, argv=argv, pod=spec, pod_name=getattr(getattr(pod, "metadata", None), "name", None),
+                  pod_phase=getattr(getattr(pod, "status", None), "phase", None))
 
 
 def diagnose(pod: Any, error: Optional[BaseException], event: Optional[dict], *,

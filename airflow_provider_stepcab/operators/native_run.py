@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_stepcab.operators.resolve import ResolvedStep
 from airflow_provider_stepcab.operators.running import attached, task_logger
+from airflow_provider_stepcab.ui.capture import note_executed
 
 
 def native_env(op: Any, step: ResolvedStep) -> dict:
@@ -30,6 +31,7 @@ def run_native(op: Any, step: ResolvedStep, context: Any) -> Any:
     from airflow_provider_stepcab.runtime.native import NativeRunner
 
     argv = native_command(step, python=sys.executable).command
+    note_executed(step, argv=argv)
     op.log.info("running: %s", " ".join(argv))
     timeout = op.execution_timeout.total_seconds() if op.execution_timeout else None
     runner = NativeRunner()

@@ -44,6 +44,8 @@ class ResolvedStep:
     env: dict = field(default_factory=dict)
     skip_reason: Optional[str] = None
     config: Any = None                    # LoadedConfig
+    sources: dict = field(default_factory=dict)   # param -> where its value came from (recipe/sources.py)
+    executed: Optional[dict] = None       # what the mechanism ran (ui/capture.py note_executed)
 
 
 @contextlib.contextmanager
@@ -209,7 +211,7 @@ def resolve(*, recipe: Any, loaded: Any, step_path: tuple, recipe_params: dict, 
     cab = step.cab
     out = ResolvedStep(fqname=fqname, step_path=tuple(step_path), step=step, cab=cab, params=values,
                        ns={**resolved.command_ns, "current": values}, workdir=workdir, skip_reason=skip_reason,
-                       config=loaded)
+                       config=loaded, sources={k: resolved.sources.get(k, "step") for k in values})
     out.chain = list(resolved.recipes)
     if skip_reason:
         return out

@@ -38,7 +38,7 @@ from airflow_provider_stepcab.operators import step_cache
 from airflow_provider_stepcab.operators.resolve import plain_params  # noqa: F401 - used by build/loops
 from airflow_provider_stepcab.operators.registry import BACKEND_RUNNERS, LOCAL_RUNNERS, XCOM_PARAMS_KEY
 from airflow_provider_stepcab.recipe.errors import FormulaError, RecipeError
-from airflow_provider_stepcab.ui.capture import push_step_record
+from airflow_provider_stepcab.ui.capture import note_executed, push_step_record
 
 
 def _installed(executable: Optional[str]) -> bool:
@@ -112,6 +112,7 @@ def run_in_container(op: Any, step: Any, plan: Any, runner: Any, command: list, 
             for argv in before:
                 C.run_quiet(argv)
             with C.prepared_mounts(plan, clean_tmp=clean_tmp, log=show) as argv:
+                note_executed(step, argv=command or [], command=argv)
                 op.log.info("running: %s", " ".join(argv))
                 return C.run_container(argv, runner=runner, log=show, cwd=str(step.workdir.path),
                                        env=dict(os.environ), timeout=timeout,

@@ -198,7 +198,8 @@ class StepcabSlurmOperator(StepcabBaseOperator):
         self.log.info("submitted Slurm job %s (%s) via %s; job directory %s", job_id, name, opts.ssh_conn_id,
                       directory)
         return {"job_id": job_id, "job_name": name, "job_dir": directory, "ssh_conn_id": opts.ssh_conn_id,
-                "try_number": ti.try_number, "reattached": False, "escalated": raised}
+                "try_number": ti.try_number, "reattached": False, "escalated": raised,
+                "argv": list(spec.argv), "script": script}
 
     def _more_resources(self, hook: Any, opts: P.SlurmSubmitOptions) -> tuple:
         """This try's options after ``retry_resources`` (:mod:`.slurm_resources`)."""
@@ -288,6 +289,7 @@ class StepcabSlurmOperator(StepcabBaseOperator):
         ev = SlurmJobEvent.from_dict(event)
         self._local_only = False  # it was submitted: a wrapped step
         step = self.resolve_or_skip(context, finishing=True)
+        self._note_job(step, context)
         opts = self._options(step)
         self.log.info("Slurm job %s (%s) ended: %s%s", ev.job_id, ev.job_name, ev.status,
                       f" ({ev.message})" if ev.message else "")
@@ -310,6 +312,15 @@ class StepcabSlurmOperator(StepcabBaseOperator):
                            warnings=list(state.warnings), tail=list(ev.tail),
                            declared_success=state.declared_success)
         return self.finish_step(step, result, context)
+
+    def _note_job(self, step: "R.ResolvedStep", context: Any) -> None:
+        """The submitted argv and sbatch script (the job's XCom) noted for the Step view."""
+        from airflow_provider_stepcab.ui.capture import note_executed
+
+        ti = context["ti"]
+        job = self._job or ti.xcom_pull(task_ids=ti.task_id, key=XCOM_JOB_KEY, map_indexes=ti.map_index)
+        if isinstance(job, dict) and job.get("argv"):
+            note_executed(step, argv=job["argv"], script=job.get("script"))
 
     def _account(self, hook: Any, ev: Any, context: Any) -> None:
         """sacct's figures for the job: the log's last lines and the ``stepcab_resources`` XCom."""

@@ -12,7 +12,9 @@ the recipe's again after the step), Stimela:
    ``assign`` entry needs at the next update;
 3. evaluates everything accumulated once more, and dispatches each resolved value: a recipe input →
    the input's default, ``step.param`` → that step's parameter, ``config.x`` → the config, ``log.x`` →
-   log options; anything else lives only in the namespace.
+   log options; anything else lives only in the namespace. :attr:`Assigned.kinds` remembers which
+   block (``assign`` or ``assign_based_on``) gave each dispatched key its value (the Step view
+   shows it as the value's source).
 
 Because the namespace persists, values settle over successive updates exactly as they do in
 Stimela (e.g. an ``assign`` that needs a value ``assign_based_on`` provides resolves at the next
@@ -31,12 +33,13 @@ _MISSING = object()
 class Assigned:
     """Where dispatched assignments of one recipe level go (step 3 above)."""
 
-    __slots__ = ("defaults", "to_steps", "config")
+    __slots__ = ("defaults", "to_steps", "config", "kinds")
 
     def __init__(self, defaults: Optional[dict] = None):
         self.defaults: dict = dict(defaults or {})       # recipe input -> assigned default
         self.to_steps: dict = {}                          # step label -> {param: value}
         self.config: dict = {}                            # dotted config key -> value
+        self.kinds: dict = {}                             # dispatched key -> "assign" | "assign_based_on"
 
 
 def _lookup(ns: Mapping, dotted: str) -> Any:
@@ -66,16 +69,18 @@ def update_assignments(*, recipe: Any, whose: Any, rec: dict, ns: dict, assigned
     if not assign and not based_on:
         return
     acc: dict = {}
+    kinds: dict = {}
     where = getattr(whose, "loc", None) or getattr(recipe, "loc", None) or Loc("<recipe>", 0)
 
-    def do_assign(block: Mapping) -> None:
+    def do_assign(block: Mapping, kind: str) -> None:
         rec.update(block)
         for key, raw in block.items():
             value = evaluate(raw, ns)
             rec[key] = value
             acc[key] = value
+            kinds[key] = kind
 
-    do_assign(assign)
+    do_assign(assign, "assign")
     for basevar, cases in based_on.items():
         if basevar in rec:
             value = str(rec[basevar])
@@ -106,7 +111,7 @@ def update_assignments(*, recipe: Any, whose: Any, rec: dict, ns: dict, assigned
             value = "DEFAULT"
         block = cases.get(value)
         if isinstance(block, Mapping) and block:
-            do_assign(block)
+            do_assign(block, "assign_based_on")
     for key in list(acc):
         value = acc[key]
         if not is_unresolved(value):
@@ -116,6 +121,7 @@ def update_assignments(*, recipe: Any, whose: Any, rec: dict, ns: dict, assigned
         if is_unresolved(value):
             continue
         head, _, sub = key.partition(".")
+        assigned.kinds[key] = kinds[key]
         if key in recipe.schema:
             if value is _unset():
                 assigned.defaults.pop(key, None)

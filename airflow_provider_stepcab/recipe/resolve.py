@@ -21,6 +21,8 @@ from .data import is_data
 from .errors import FormulaError, Loc, Problems
 from .model import UNSET, Recipe, Step
 from .records import record
+from .sources import alias_source, default_source
+from .sources import written_source as _written
 from .validate import is_deferred, is_formula_text
 
 _RUNTIME_FUNCS = r"\b(GLOB|EXISTS)\s*\("  # compiled by ``re`` on first use
@@ -141,10 +143,17 @@ class ResolvedStep:
     skip: Any = False                 # True / False / Unresolved
     loop: Optional[dict] = None       # {"var", "value", "index", "scatter"} of the innermost loop
     command_ns: dict = field(default_factory=dict)  # namespaces for {} in command/args
+    sources: dict = field(default_factory=dict)     # name -> where the value came from (.sources)
 
     @property
     def unresolved(self) -> dict:
         return {k: v for k, v in self.params.items() if isinstance(v, Unresolved)}
+
+
+def given_source(value: Any) -> str:
+    """Where ``value``, as given to the resolver, comes from (:mod:`.sources`): ``run conf`` for a
+    :class:`Literal`."""
+    return _written(value, data=isinstance(value, Literal))
 
 
 def _contains_unresolved(value: Any) -> bool:
@@ -321,10 +330,13 @@ class Resolver:
     def recipe(self, recipe: Recipe, params: Mapping[str, Any], *, fqname: str, path: tuple = (),
                chain: tuple = (), parent_ns: Optional[dict] = None, root_ns: Optional[dict] = None,
                key_path: str = "", locs: Optional[Mapping[str, Loc]] = None, info_fq: str = "",
-               skip_all: Any = False) -> Iterator[ResolvedStep]:
+               skip_all: Any = False, param_sources: Optional[Mapping[str, str]] = None) -> Iterator[ResolvedStep]:
+        """Resolve the cab steps of ``recipe`` given ``params`` (``param_sources``: where each
+        came from, when a parent step gave them; else :func:`given_source`)."""
         from .assignments import Assigned
         info_fq = info_fq or recipe.name
         own, step_over = self._split(recipe, params, key_path, locs or {})
+        sources = {n: (param_sources or {}).get(n) or given_source(v) for n, v in params.items()}
         fl = recipe.for_loop
         loop_var = fl.var if fl is not None else None
         # --- prevalidation: settle the recipe's own params (assigned defaults count)
@@ -333,6 +345,9 @@ class Resolver:
         ns_pre = self._ns(recipe, pre, {}, parent_ns, root_ns, info_fq)
         self._update(recipe, recipe, pre, ns_pre, assigned, key_path or recipe.name, loop_var)
         p = self._defaults(recipe, dict(own), assigned.defaults)
+        for name in p.keys() - own.keys():
+            sources[name] = assigned.kinds.get(name) or default_source(
+                recipe.schema[name], from_defaults=name in assigned.defaults, cab=False)
         outer_ns = self._ns(recipe, NS(p), {}, parent_ns, root_ns, info_fq)
         p = evaluate_params(p, outer_ns, allow_io=self.allow_io)
         if self.cwd is not None:
@@ -361,9 +376,11 @@ class Resolver:
             loop = None
             task = fqname
             loop_vars: dict = {}
+            it_sources = dict(sources)
             if fl is not None:
                 if fl.var in recipe.inputs or fl.var in recipe.outputs:
                     it[fl.var] = value
+                    it_sources[fl.var] = "loop"
                 else:
                     loop_vars[fl.var] = value
                 loop_vars[f"{fl.var}@index"] = index
@@ -371,7 +388,8 @@ class Resolver:
                         "count": len(values)}
                 task = f"{fqname}.{index}"
             yield from self._run(recipe, it, loop_vars, step_over, assigned, task, path, chain + (recipe,),
-                                 parent_ns, root_ns, loop, key_path or recipe.name, info_fq, skip_all)
+                                 parent_ns, root_ns, loop, key_path or recipe.name, info_fq, skip_all,
+                                 sources=it_sources)
             self.results[path] = it   # params + outputs its steps provided (the last iteration's)
             if self.done:
                 return
@@ -431,7 +449,8 @@ class Resolver:
     # ---------------------------------------------------------------- steps
     def _run(self, recipe: Recipe, params: dict, loop_vars: dict, step_over: dict, assigned: Any,
              fqname: str, path: tuple, chain: tuple, parent_ns: Optional[dict], root_ns: Optional[dict],
-             loop: Optional[dict], key_path: str, info_fq: str, skip_all: Any) -> Iterator[ResolvedStep]:
+             loop: Optional[dict], key_path: str, info_fq: str, skip_all: Any, *,
+             sources: Mapping[str, str]) -> Iterator[ResolvedStep]:
         rec = NS(params)
         rec.update(loop_vars)
         root = root_ns if root_ns is not None else rec
@@ -439,12 +458,14 @@ class Resolver:
         base = self._ns(recipe, rec, {}, parent_ns, root, info_fq, taskname=fqname)
         self._update(recipe, recipe, rec, base, assigned, key_path, lv)
         from_recipe: dict = {}
+        alias_sources: dict = {}
         skip_up = implicit_aliases(recipe)
         for alias, targets in recipe.aliases.items():
             if alias in params and alias not in skip_up:
                 for t in targets:
                     label, pname = t.split(".", 1)
                     from_recipe.setdefault(label, {})[pname] = params[alias]
+                    alias_sources.setdefault(label, {})[pname] = alias_source(sources.get(alias, "recipe"))
         previous: dict = NS()
         steps_ns: dict = NS()
         for label, step in recipe.steps.items():
@@ -457,15 +478,26 @@ class Resolver:
             self._update(recipe, step, rec, ns, assigned, skey, lv)
             raw = {**step.params, **from_recipe.get(label, {}), **assigned.to_steps.get(label, {}),
                    **step_over.get(label, {})}
+            src = {k: given_source(v) for k, v in step.params.items()}
+            src.update(alias_sources.get(label, {}))
+            src.update({k: assigned.kinds.get(f"{label}.{k}", "assign") for k in assigned.to_steps.get(label, {})})
+            src.update({k: sources.get(f"{label}.{k}") or given_source(v)
+                        for k, v in step_over.get(label, {}).items()})
             cargo = step.cargo
             if self.step_params is not None and cargo is not None and step.cab is not None:
-                raw.update(self.step_params(spath, cargo) or {})
+                given = self.step_params(spath, cargo) or {}
+                raw.update(given)
+                src.update(dict.fromkeys(given, "run conf"))
             sub_over = {}
             if cargo is not None:
                 if step.recipe is not None:
                     sub_over = {k: v for k, v in raw.items() if k not in cargo.schema}
                     raw = {k: v for k, v in raw.items() if k in cargo.schema}
-                raw = self._defaults(cargo, raw)
+                filled = self._defaults(cargo, raw)
+                for name in filled.keys() - raw.keys():
+                    src[name] = default_source(cargo.schema[name], from_defaults=name in cargo.defaults,
+                                               cab=step.cab is not None)
+                raw = filled
             known = None
             if step.cab is not None and (self.target is None or spath != self.target):
                 known = self.step_outputs.get(sfq)
@@ -495,7 +527,8 @@ class Resolver:
             if step.recipe is not None:
                 yield from self.recipe(step.recipe, {**values, **sub_over}, fqname=sfq, path=spath, chain=chain,
                                        parent_ns=rec, root_ns=root, key_path=f"{skey}.recipe",
-                                       locs=step.param_locs, info_fq=f"{info_fq}.{label}", skip_all=skip)
+                                       locs=step.param_locs, info_fq=f"{info_fq}.{label}", skip_all=skip,
+                                       param_sources=src)
                 values = dict(values)
                 done = self.results.get(spath) or {}
                 for name in step.recipe.outputs:
@@ -506,7 +539,8 @@ class Resolver:
                     return
             elif step.cab is not None:
                 yield ResolvedStep(fqname=sfq, path=spath, step=step, recipes=list(chain), params=values,
-                                   skip=skip, loop=loop, command_ns=dict(ns, current=NS(values)))
+                                   skip=skip, loop=loop, command_ns=dict(ns, current=NS(values)),
+                                   sources={k: src.get(k, "step") for k in values})
                 if self.target is not None and spath == self.target:
                     self.done = True
                     return

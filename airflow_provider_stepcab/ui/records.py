@@ -8,15 +8,17 @@ normalises it)::
      "command": [...] | None,     # the full command executed (container command; None: native)
      "script": str | None,        # the sbatch script (Slurm)
      "pod": dict | None,          # the pod spec (Kubernetes)
+     "pod_name", "pod_phase": str | None,  # the pod that ran and its last phase
      "params": {name: value},     # every resolved parameter
-     "sources": {name: source},   # one of SOURCES per parameter
+     "sources": {name: source},   # one of SOURCES per parameter (the resolver's, recipe/sources.py)
      "outputs": [path, ...],      # file outputs
      "skip_reason": str | None,
      "doc": str | None}           # the cab's schema table, as ``stepcab doc`` prints it
 
-Slurm steps also push :data:`SLURM_KEY` (``job_id``, ``state``, ``node``, ``queue_wait_s``,
-accounting ...), and accounting may come as :data:`RESOURCES_KEY`; the Step view shows them
-as they are.
+Slurm steps also push :data:`SLURM_KEY` (the submitted job: ``job_id``, ``job_name``,
+``job_dir`` ...) and, once the job ended, sacct's accounting as :data:`RESOURCES_KEY` (``state``,
+``nodelist``, ``queue_wait_s``, ``elapsed_s`` ...: :mod:`..runtime.accounting`); the Step view
+shows them as they are.
 
 No Airflow import here: the record is plain data, built where the step runs.
 """
@@ -27,19 +29,19 @@ import json
 import os
 from typing import Any, Mapping, Optional
 
+from airflow_provider_stepcab.recipe.sources import SOURCES  # noqa: F401 - where a value came from
+
 #: XCom key of the step record
 STEP_KEY = "stepcab_step"
-#: XCom key of a Slurm step's job facts
-SLURM_KEY = "stepcab_slurm"
+#: XCom key of a Slurm step's job facts (operators/slurm.py ``XCOM_JOB_KEY``)
+SLURM_KEY = "slurm_job"
 #: XCom key of a step's resource accounting
 RESOURCES_KEY = "stepcab_resources"
 
-#: where a parameter's value came from
-SOURCES = ("cab default", "recipe", "alias", "formula", "assign", "run conf", "step")
 
 _REQUIRED = ("fqname", "cab", "backend", "workdir", "argv")
-_OPTIONAL = {"image": None, "command": None, "script": None, "pod": None, "params": {}, "sources": {},
-             "outputs": [], "skip_reason": None, "doc": None}
+_OPTIONAL = {"image": None, "command": None, "script": None, "pod": None, "pod_name": None, "pod_phase": None,
+             "params": {}, "sources": {}, "outputs": [], "skip_reason": None, "doc": None}
 
 
 class StepRecordError(ValueError):
@@ -87,7 +89,7 @@ def step_record(**fields: Any) -> dict:
     out["argv"] = _str_list("argv", out["argv"], optional=False)
     out["command"] = _str_list("command", out["command"], optional=True)
     out["outputs"] = _str_list("outputs", out["outputs"] or [], optional=False)
-    for key in ("image", "script", "skip_reason", "doc"):
+    for key in ("image", "script", "skip_reason", "doc", "pod_name", "pod_phase"):
         out[key] = _opt_str(key, out[key])
     if out["pod"] is not None and not isinstance(out["pod"], Mapping):
         raise StepRecordError("step record: pod must be a mapping or null")

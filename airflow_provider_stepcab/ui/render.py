@@ -60,6 +60,10 @@ def step_url(dag_id: str, run_id: str, task_id: str, map_index: int, *, prefix: 
     return f"{prefix}/step/" + "/".join(parts)
 
 
+#: Slurm job facts shown in their own sections (the command line, the sbatch script)
+_SHOWN_APART = ("argv", "script")
+
+
 def step_page(data: dict, *, prefix: str) -> str:
     """The Step view of one task instance (``data`` from :func:`.data.step_data`)."""
     rec = data.get("record") or {}
@@ -71,6 +75,7 @@ def step_page(data: dict, *, prefix: str) -> str:
              ("try", data["try_number"]), ("host", data["hostname"]), ("started", data["start_date"]),
              ("ended", data["end_date"]), ("cab", rec.get("cab")), ("backend", rec.get("backend")),
              ("image", rec.get("image")), ("working directory", rec.get("workdir")),
+             ("pod", rec.get("pod_name")), ("pod phase", rec.get("pod_phase")),
              ("skipped because", rec.get("skip_reason"))]
     parts.append(_table([({"data-fact": k}, esc(k), esc(v)) for k, v in facts if v not in (None, "")],
                         ident="facts", cls="facts"))
@@ -86,8 +91,9 @@ def step_page(data: dict, *, prefix: str) -> str:
         parts.append("<h2>sbatch script</h2>" + _pre("script", rec["script"], copy=True))
     if rec.get("pod"):
         parts.append("<h2>Pod spec</h2>" + _pre("pod", json.dumps(rec["pod"], indent=2, sort_keys=True), copy=True))
-    for ident, heading, facts_ in (("slurm", "Slurm job", data.get("slurm")),
-                                   ("resources", "Resources", data.get("resources"))):
+    job = {k: v for k, v in (data.get("slurm") or {}).items() if k not in _SHOWN_APART}
+    for ident, heading, facts_ in (("slurm", "Slurm job", job),
+                                   ("resources", "Resources (accounting)", data.get("resources"))):
         if isinstance(facts_, dict) and facts_:
             parts.append(f"<h2>{heading}</h2>" + _table(
                 [({"data-fact": k}, esc(k), esc(show(v))) for k, v in facts_.items()], ident=ident, cls="facts"))
