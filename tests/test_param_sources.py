@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 from airflow_provider_stepcab.recipe.api import load_recipe
-from airflow_provider_stepcab.recipe.resolve import Literal, resolve_recipe
+from airflow_provider_stepcab.recipe.data import as_data
+from airflow_provider_stepcab.recipe.resolve import resolve_recipe
 from airflow_provider_stepcab.recipe.sources import SOURCES
 from recipe_helpers import DATA
 
@@ -17,7 +18,7 @@ def resolved(params=None, step_params=None):
 
 
 def test_every_value_of_a_step_has_its_source():
-    steps = resolved({"fromconf": Literal("y")}, lambda path, cargo: {"h": Literal("H")} if path == ("s",) else {})
+    steps = resolved({"fromconf": as_data("y")}, lambda path, cargo: {"h": as_data("H")} if path == ("s",) else {})
     s = steps["main.s"]
     assert s.params == {"f": 2, "g": "M1-x", "h": "H", "b": "fromrecipe", "c": "y", "d": "assigned",
                         "e": "case-m1", "a": "cabdef", "o": "out.txt"}

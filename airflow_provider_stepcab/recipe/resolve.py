@@ -17,7 +17,7 @@ from dataclasses import field
 from typing import Any, Iterator, Mapping, Optional
 
 from .aliases import implicit_aliases
-from .data import is_data
+from .data import ConfValue, is_data
 from .errors import FormulaError, Loc, Problems
 from .model import UNSET, Recipe, Step
 from .records import record
@@ -151,9 +151,19 @@ class ResolvedStep:
 
 
 def given_source(value: Any) -> str:
-    """Where ``value``, as given to the resolver, comes from (:mod:`.sources`): ``run conf`` for a
-    :class:`Literal`."""
-    return _written(value, data=isinstance(value, Literal))
+    """Where ``value``, as given to the resolver, comes from (:mod:`.sources`): ``run conf`` for
+    trigger-time data (:func:`~.data.as_data`: a :class:`~.data.ConfValue` in it)."""
+    return _written(value, data=_holds_conf_value(value))
+
+
+def _holds_conf_value(value: Any) -> bool:
+    if isinstance(value, ConfValue):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_holds_conf_value(v) for v in value)
+    if isinstance(value, Mapping):
+        return any(_holds_conf_value(v) for v in value.values())
+    return False
 
 
 def _contains_unresolved(value: Any) -> bool:

@@ -3,7 +3,7 @@
 
 One of :data:`SOURCES`:
 
-``run conf``         given at trigger time (run conf, trigger form, a :class:`~.resolve.Literal`)
+``run conf``         given at trigger time (run conf, trigger form, a :class:`~.data.ConfValue`)
 ``recipe``           written in the recipe (the step's ``params``, the recipe's ``defaults`` or an
                      input's ``default``, a ``label.param`` given to a sub-recipe)
 ``formula``          an ``=formula`` written in the recipe, evaluated
@@ -35,7 +35,7 @@ KEPT_BY_ALIAS = ("run conf", "assign", "assign_based_on", "loop")
 
 def written_source(value: Any, *, data: bool = False) -> str:
     """The source of ``value`` as given: ``run conf`` for trigger-time ``data`` (the resolver's
-    :class:`~.resolve.Literal`), else what the recipe wrote: ``formula`` when it (or an item of
+    :class:`~.data.ConfValue`), else what the recipe wrote: ``formula`` when it (or an item of
     it) is one, ``substitution`` likewise, else ``recipe``."""
     if data:
         return "run conf"
