@@ -120,3 +120,28 @@ def test_bad_rules_name_the_key(section, message):
 def test_slurm_time_syntax():
     assert [E.parse_time_limit(t) for t in ("5", "5:30", "1:00:00", "2-3", "2-3:04", "2-03:04:05")] == [
         300, 330, 3600, 2 * 86400 + 3 * 3600, 2 * 86400 + 3 * 3600 + 240, 2 * 86400 + 3 * 3600 + 245]
+
+
+def test_pod_memory_rule_raises_limit_and_request():
+    rules = E.parse_retry_resources({"mem": {"factor": 2, "max": "1Gi"}}, "backend.kube.retry_resources", E.KUBE_UNITS)
+    res = {"requests": {"memory": "256Mi", "cpu": "1"}, "limits": {"memory": "512Mi"}}
+    assert E.raise_pod_memory(rules, res, 0) == (res, {})                      # no OOMKilled try: unchanged
+    raised, why = E.raise_pod_memory(rules, res, 2)                            # 512Mi x 4 = 2Gi, capped at 1Gi
+    assert raised == {"requests": {"memory": "512Mi", "cpu": "1"}, "limits": {"memory": "1Gi"}}
+    assert why["mem"]["from"] == "512Mi" and why["mem"]["to"] == "1Gi"
+    ladder = E.parse_retry_resources({"mem": ["3G"]}, "backend.kube.retry_resources", E.KUBE_UNITS)
+    assert E.raise_pod_memory(ladder, {}, 1)[0] == {"limits": {"memory": "2862Mi"}}   # 3e9 B, whole Mi rounded up
+    with pytest.raises(E.EscalationError, match=r"backend.kube.retry_resources.time: unknown resource \(one of mem\)"):
+        E.parse_retry_resources({"time": {"factor": 2}}, "backend.kube.retry_resources", E.KUBE_UNITS)
+
+
+def test_one_parser_of_amounts():
+    from airflow_provider_stepcab.plan import quantities as Q
+
+    assert Q.format_mem_option(1.5 * (1 << 30)) == "1536M" and Q.format_mem_option(2 << 30) == "2G"
+    assert Q.kube_quantity("4G") == 4e9 and Q.kube_quantity("4Gi") == 4 << 30 and Q.kube_quantity("500m") == 0.5
+    assert Q.memory_bytes("8000") == 8000 << 20 and Q.memory_bytes("512m", "") == 512 << 20
+    assert Q.time_limit_seconds("2-03") == 2 * 86400 + 3 * 3600 and Q.time_limit_seconds("UNLIMITED") is None
+    for bad, call in (("lots", Q.memory_bytes), ("1000Mc", Q.memory_bytes), ("soon", Q.time_limit_seconds)):
+        with pytest.raises(ValueError, match="'" + bad + "' is not a"):
+            call(bad)

@@ -8,23 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from test_native_operator import load_dags, run_dag, write_dag_file, xcom
+from test_native_operator import chain_dag_text, load_dags, run_dag, write_dag_file, xcom
 
 pytestmark = [pytest.mark.airflow]
 RECIPE = Path(__file__).resolve().parent / "data" / "recipes" / "native_accounting.yml"
 
-DAG_FILE = """
-import pendulum
-from airflow.sdk import DAG
-from airflow_provider_stepcab.operators.native import StepcabNativeOperator
-
-with DAG("stepcab_native_accounting", schedule=None, start_date=pendulum.datetime(2024, 1, 1)) as dag:
-    hog = StepcabNativeOperator(task_id="hog", recipe_file={recipe!r}, recipe_name="native_accounting",
-                                step_path=["hog"])
-    nap = StepcabNativeOperator(task_id="nap", recipe_file={recipe!r}, recipe_name="native_accounting",
-                                step_path=["nap"])
-    hog >> nap
-"""
+DAG_FILE = chain_dag_text("stepcab_native_accounting", "native.StepcabNativeOperator", RECIPE,
+                          "native_accounting", ["hog", "nap"])
 
 MIB = 1 << 20
 
@@ -32,7 +22,7 @@ MIB = 1 << 20
 def test_native_steps_are_accounted_and_reported(airflow_db, airflow_dags_folder, tmp_path, capfd):
     from airflow_provider_stepcab.cli import main
 
-    path = write_dag_file(airflow_dags_folder, "stepcab_native_accounting_dag.py", DAG_FILE.format(recipe=str(RECIPE)))
+    path = write_dag_file(airflow_dags_folder, "stepcab_native_accounting_dag.py", DAG_FILE)
     run, states = run_dag(load_dags(path)["stepcab_native_accounting"], tmp_path / "work")
     out = capfd.readouterr().out
     assert states == {"hog": "success", "nap": "success"}, states

@@ -32,6 +32,19 @@ def write_dag_file(folder: Path, name: str, text: str) -> Path:
     return path
 
 
+def chain_dag_text(dag_id: str, operator: str, recipe: Path, recipe_name: str, steps: list) -> str:
+    """A DAG file running ``steps`` of ``recipe_name`` one after another with ``operator`` (a class
+    of ``airflow_provider_stepcab.operators``, as ``"slurm.StepcabSlurmOperator"``)."""
+    module, _, cls = operator.rpartition(".")
+    lines = ["import pendulum", "from airflow.sdk import DAG",
+             f"from airflow_provider_stepcab.operators.{module} import {cls}", "",
+             f"with DAG({dag_id!r}, schedule=None, start_date=pendulum.datetime(2024, 1, 1)) as dag:",
+             "    tasks = [" + ", ".join(f"{cls}(task_id={s!r}, recipe_file={str(recipe)!r}, "
+                                         f"recipe_name={recipe_name!r}, step_path=[{s!r}])" for s in steps) + "]",
+             "    for a, b in zip(tasks, tasks[1:]):", "        a >> b", ""]
+    return "\n".join(lines)
+
+
 def load_dags(path: Path) -> dict:
     """DAGs of one file in the configured dags folder (dag.test needs them to come from there)."""
     from airflow.dag_processing.dagbag import DagBag

@@ -18,23 +18,13 @@ from types import SimpleNamespace
 import pytest
 
 from slurm_cluster import slurm_cluster  # noqa: F401
-from test_native_operator import load_dags, run_dag, write_dag_file, xcom
+from test_native_operator import chain_dag_text, load_dags, run_dag, write_dag_file, xcom
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 RECIPE = Path(__file__).resolve().parent / "data" / "recipes" / "slurm_local.yml"
 
-DAG_FILE = """
-import pendulum
-from airflow.sdk import DAG
-from airflow_provider_stepcab.operators.slurm import StepcabSlurmOperator
-
-with DAG("stepcab_slurm_local", schedule=None, start_date=pendulum.datetime(2024, 1, 1)) as dag:
-    count = StepcabSlurmOperator(task_id="count", recipe_file={recipe!r}, recipe_name="slurm_local",
-                                 step_path=["count"])
-    burn = StepcabSlurmOperator(task_id="burn", recipe_file={recipe!r}, recipe_name="slurm_local",
-                                step_path=["burn"])
-    count >> burn
-"""
+DAG_FILE = chain_dag_text("stepcab_slurm_local", "slurm.StepcabSlurmOperator", RECIPE, "slurm_local",
+                          ["count", "burn"])
 
 
 def sacct(*args: str) -> str:
@@ -49,7 +39,7 @@ def jobs_named(*names: str) -> list:
 
 @pytest.fixture(scope="module")
 def local_dag(slurm_cluster, airflow_db, airflow_dags_folder):  # noqa: F811
-    path = write_dag_file(airflow_dags_folder, "stepcab_slurm_local_dag.py", DAG_FILE.format(recipe=str(RECIPE)))
+    path = write_dag_file(airflow_dags_folder, "stepcab_slurm_local_dag.py", DAG_FILE)
     return load_dags(path)["stepcab_slurm_local"]
 
 
