@@ -124,6 +124,7 @@ def trigger_loop_from_form(page, sa: Standalone, shot: Path) -> str:
     select.wait_for()
     # empty means every step: no red asterisk, nothing the browser insists on
     assert select.locator('[data-part="required-indicator"]').count() == 0
+    assert select.get_attribute("data-required") is None
     assert select.locator("[required], [aria-required=true]").count() == 0
     editor = fields.filter(has=page.get_by_text("Per-step overrides", exact=False)).locator(".monaco-editor")
     editor.click()

@@ -294,6 +294,11 @@ class Resolver:
     step's ``info``), the step's own, the step is resolved, and the recipe's assignments once more
     (:mod:`.assignments`). The namespace persists across steps, as Stimela's does.
 
+    Each :class:`ResolvedStep` says where every value came from (``sources``, see
+    :mod:`.sources`): noted where the value enters the step's params (its own ``params``, an
+    alias, ``assign``/``assign_based_on``, a ``label.param`` from above, ``step_params``, the
+    cab's defaults), recipe inputs' sources passed down to the steps and sub-recipes they reach.
+
     :param step_outputs: fqname → values of steps that already ran (run time): they replace what
         the plan-time walk would infer for that step (``previous``/``steps.<label>``).
     :param target: stop after the cab step at this path (run time: one task resolves one step).
