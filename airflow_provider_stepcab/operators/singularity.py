@@ -17,7 +17,7 @@ differs from the native operator:
 
 The run-time half is :mod:`.singularity_run`, whose :func:`~.singularity_run.run_singularity`
 also runs a step of another class's task whose trigger-time ``conf`` selects singularity (see
-:data:`~.base.LOCAL_RUNNERS`).
+:data:`~.registry.LOCAL_RUNNERS`).
 """
 
 from __future__ import annotations
