@@ -13,9 +13,6 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from airflow.sdk import AssetAlias, BaseOperator
 
-from airflow_provider_stepcab.operators.registry import (  # noqa: F401 - their public home was here
-    BACKEND_RUNNERS, LOCAL_RUNNERS, XCOM_PARAMS_KEY, register_backend_runner)
-
 if TYPE_CHECKING:  # the run-time modules are imported when a step runs, not when a DAG is parsed
     from airflow_provider_stepcab.operators.resolve import ResolvedStep
 

@@ -1,6 +1,6 @@
 """Run a cab step as a local process on the Airflow worker (Stimela's ``native`` backend).
 
-The command line comes from :func:`~airflow_provider_stepcab.plan.flavours.build_flavour_argv`
+The command line comes from :func:`~airflow_provider_stepcab.plan.step_plan.native_command`
 (every flavour: ``binary``, ``python``, ``python-code``, ``casa-task``); the process runs
 through :class:`~airflow_provider_stepcab.runtime.native.NativeRunner` in its own process
 group, in the run's working directory, with every output line passed through the cab's

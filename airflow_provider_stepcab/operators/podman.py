@@ -13,7 +13,7 @@ Each container gets a deterministic name from the task instance
 ``auto_pull`` allows it (no registry is needed for images made with ``podman import``).
 
 :func:`run_podman`/:func:`run_docker` also run steps of other classes' tasks whose trigger-time
-``conf`` selects those backends (see :data:`~.base.LOCAL_RUNNERS`).
+``conf`` selects those backends (see :data:`~.registry.LOCAL_RUNNERS`).
 """
 
 from __future__ import annotations
@@ -102,10 +102,10 @@ def run_engine(op: StepcabBaseOperator, step: ResolvedStep, context: Any, *, eng
 
 
 def run_podman(op: StepcabBaseOperator, step: "ResolvedStep", context: Any) -> Any:
-    """:func:`run_engine` with podman (the runner of :data:`~.base.LOCAL_RUNNERS`)."""
+    """:func:`run_engine` with podman (the runner of :data:`~.registry.LOCAL_RUNNERS`)."""
     return run_engine(op, step, context, engine="podman")
 
 
 def run_docker(op: StepcabBaseOperator, step: "ResolvedStep", context: Any) -> Any:
-    """:func:`run_engine` with docker (the runner of :data:`~.base.LOCAL_RUNNERS`)."""
+    """:func:`run_engine` with docker (the runner of :data:`~.registry.LOCAL_RUNNERS`)."""
     return run_engine(op, step, context, engine="docker")

@@ -17,7 +17,7 @@ when a task runs. A task (:meth:`~.base.StepcabBaseOperator.execute`) calls :fun
 4. resolves formulas and ``{}`` substitutions, validates inputs (dtype, choices,
    ``must_exist``, ``mkdir``) inside the run's working directory (:mod:`..runtime.workdir`);
 5. hands a ``ResolvedStep`` to the operator's ``run_step`` (its own mechanism) or to the runner of
-   a backend chosen at trigger time (:data:`~.base.LOCAL_RUNNERS`, :func:`backend_runner`);
+   a backend chosen at trigger time (:data:`~.registry.LOCAL_RUNNERS`, :func:`backend_runner`);
 6. afterwards (:func:`finish_step`) merges parsed outputs, checks required outputs and
    ``must_exist``, pushes XCom (``stepcab_params``: all params; ``return_value``: the outputs) and
    emits File/Directory/MS outputs as ``file://`` Assets through the task's ``AssetAlias``.

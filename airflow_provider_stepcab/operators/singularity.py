@@ -6,7 +6,7 @@ differs from the native operator:
 1. the executable is found when the task runs (``backend.singularity.executable``, else
    ``apptainer``, else ``singularity`` on ``PATH``);
 2. the ``exec`` command line is planned by
-   :func:`~airflow_provider_stepcab.plan.singularity.singularity_argv_for_step` (Stimela 2.1.4's
+   :func:`~airflow_provider_stepcab.plan.step_plan.singularity_command` (Stimela 2.1.4's
    argv, plus ``management.environment`` in ``--env``);
 3. a missing image is built (``auto_build``; ``rebuild`` forces it) with
    ``<exe> build <simg> docker://<image>``;
@@ -17,7 +17,7 @@ differs from the native operator:
 
 The run-time half is :mod:`.singularity_run`, whose :func:`~.singularity_run.run_singularity`
 also runs a step of another class's task whose trigger-time ``conf`` selects singularity (see
-:data:`~.base.LOCAL_RUNNERS`).
+:data:`~.registry.LOCAL_RUNNERS`).
 """
 
 from __future__ import annotations

@@ -32,7 +32,6 @@ from collections.abc import Mapping
 from typing import Any, Iterable, Optional
 
 from .errors import FormulaError
-from .model import UNSET
 
 __all__ = [
     "MissingNameError", "substitute", "subst_references", "lookup",
