@@ -218,16 +218,18 @@ def test_reruns_skip_exactly_the_unchanged_steps(demo, tmp_path, capfd):
     # the run conf: off runs everything and records nothing new; refresh runs everything
     store = S.StepCache(runs.workdir / ".stepcab" / "step-cache")
     count = len(list(store.records()))
-    _, states = runs.run({"stepcab_cache": "off"})
+    off, states = runs.run({"stepcab_cache": "off"})
     assert runs.ran == list(STEPS) and len(list(store.records())) == count
+    from test_native_operator import xcom
+
+    assert xcom(off, "image", "stepcab_cache") is None                           # no cache work at all
     refresh, states = runs.run({"stepcab_cache": "refresh"})
     assert runs.ran == list(STEPS)
     assert {store.latest(f"cache-demo.{s}")["run_id"] for s in STEPS} == {refresh.run_id}
 
 
 def test_cache_off_unless_asked_and_per_task_settings(demo, tmp_path, airflow_dags_folder):
-    """A recipe without ``opts.airflow.cache`` runs everything (no record, no XCom); ``tasks.<glob>``
-    turns it on for some steps; the conf turns it on for a run."""
+    """``tasks.<glob>.cache`` turns the cache on for some steps only; the conf turns it on for every step."""
     from test_native_operator import load_dags, write_dag_file
 
     text = RECIPE.read_text().replace("    cache: true\n", "    dag_id: cache-partial\n    tasks:\n      summarise: {cache: true}\n")
@@ -237,12 +239,11 @@ def test_cache_off_unless_asked_and_per_task_settings(demo, tmp_path, airflow_da
                 f"dag = build_recipe_dag({str(recipe)!r}, 'cache-demo')\n")
     dag = load_dags(write_dag_file(airflow_dags_folder, "stepcab_cache_partial.py", dag_text))["cache-partial"]
     runs = Runs(dag, tmp_path / "w")
-    runs.run()
-    _, states = runs.run()
+    _, states = runs.run({"stepcab_cache": "on"})    # the conf turns it on for every step: all recorded
+    assert runs.ran == list(STEPS)
+    _, states = runs.run()                           # the recipe: only summarise looks its record up
     assert runs.ran_and_states(states) == ({"split", "flag", "calibrate", "image"},) * 2
     assert states["summarise"] == "skipped"
-    _, states = runs.run({"stepcab_cache": "on"})    # the conf turns it on for every step
-    assert runs.ran_and_states(states) == ({"split", "flag", "calibrate", "image"},) * 2
     _, states = runs.run({"stepcab_cache": "on"})
     assert runs.ran == [] and set(states.values()) == {"skipped"}
 
