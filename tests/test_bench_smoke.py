@@ -146,3 +146,14 @@ def test_run_bench_workloads_load_and_summarize(tmp_path):
     summary = run_bench.summarize(raw)["7-step"]
     assert summary["ratio_wall_s"] == 4.0 / 2.5 and summary["paired_wall_s"] == 2.0
     assert "7-step" in "\n".join(run_bench.markdown({"7-step": summary}, 2))
+
+
+def test_size_benchmark_runs_and_loads_its_recipes():
+    out = subprocess.run([sys.executable, str(BENCH / "size_bench.py"), "--sizes", "0.05,0.1", "--reps", "1"],
+                         capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert out.returncode == 0 and "errors loading" not in out.stderr, out.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| yaml") or
+            line.startswith("| load")]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [("yaml", "0.05"), ("yaml", "0.1"), ("load", "0.05"),
+                                                           ("load", "0.1")]
+    assert all(int(r[2]) > 1000 for r in rows)  # the steps were loaded

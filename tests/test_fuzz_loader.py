@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 REPO = Path(__file__).resolve().parent.parent
@@ -207,6 +207,9 @@ def alias_heavy(draw) -> str:
 
 @CASES
 @given(text=st.one_of(noise, alias_heavy()))
+@example(text="\x1f")  # found by this test: each was an internal error, or had no line
+@example(text="!!int")
+@example(text="!!int\na")
 def test_any_yaml_text_loads_or_fails_with_file_and_line(worker, text):
     case = {"kind": "files", "main": "r.yml", "files": {"r.yml": text}}
     check_files(worker.run(case), case)
@@ -233,6 +236,7 @@ documents = st.dictionaries(st.sampled_from(KEYS), trees, max_size=6)
 
 @CASES
 @given(main=documents, a=documents, b=documents, c=st.one_of(documents, noise))
+@example(main={"x": {"_include": "a.yml", "_scrub": True}}, a={"y": 1}, b={}, c={})  # was an internal error
 def test_directives_between_files_load_or_fail_with_file_and_line(worker, main, a, b, c):
     def dump(doc):
         return doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False)

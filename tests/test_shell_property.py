@@ -221,7 +221,9 @@ def _sbatch_options(script: Path, root: Path) -> dict:
     """The options the real ``sbatch`` reads from ``script``'s ``#SBATCH`` lines (``sbatch -v``
     lists them before it tries to reach a controller; it is stopped there)."""
     conf = root / "slurm.conf"
-    conf.write_text("ClusterName=t\nSlurmctldHost=localhost\nNodeName=n CPUs=1\nPartitionName=p Nodes=n\n")
+    # a controller that cannot exist (port 1): nothing is ever submitted, even where a cluster runs
+    conf.write_text("ClusterName=t\nSlurmctldHost=localhost\nSlurmctldPort=1\nNodeName=n CPUs=1\n"
+                    "PartitionName=p Nodes=n\n")
     proc = subprocess.Popen(["sbatch", "-v", str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             cwd=root / "work", env={**_env(root), "SLURM_CONF": str(conf)})
     options, lines = {}, []

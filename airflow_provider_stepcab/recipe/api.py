@@ -152,10 +152,15 @@ def _lib_recipes(config: Any) -> dict:
     return ((getattr(config, "tree", None) or {}).get("lib") or {}).get("recipes") or {}
 
 
-def _written_keys(path: str) -> set:
-    """Top-level keys written in ``path`` itself (before its ``_include``s are merged in)."""
+def _written_keys(path: str, config: Any = None) -> set:
+    """Top-level keys written in ``path`` itself (before its ``_include``s are merged in): as the
+    load of ``config`` recorded them, else parsed again (a 20 MB file took twice as long to load
+    when it was parsed a second time for this)."""
     from .config import parse_file
 
+    known = (getattr(config, "written_keys", None) or {}).get(os.path.abspath(path))
+    if known is not None:
+        return set(known)
     tree, _ = parse_file(os.path.abspath(path))
     return set(tree) if isinstance(tree, dict) else set()
 
@@ -183,7 +188,7 @@ def own_recipe_names(config: Any, path: Optional[str] = None) -> list[str]:
     if not names:
         return []
     lib = _lib_recipes(config)
-    own = _written_keys(path) if path is not None else set(names)
+    own = _written_keys(path, config) if path is not None else set(names)
     return [n for n in names if n in own and is_runnable(lib.get(n))]
 
 

@@ -95,6 +95,8 @@ class LoadedConfig:
     recipe_file: dict[str, str] = field(default_factory=dict)
     #: every included file and where (:class:`.foreign.Inclusion`): see :func:`.foreign.hide_foreign_content`
     inclusions: list = field(default_factory=list)
+    #: absolute path of each given file -> the top-level keys written in it (before its includes)
+    written_keys: dict[str, list] = field(default_factory=dict)
 
 
 def check_requirements(conf: Any, bases: Sequence[Any], problems: Problems) -> list[tuple[str, str]]:
@@ -236,6 +238,7 @@ class _Session:
         self.reads: list[str] = []      # every parse, in order (repeats included)
         self._cache: dict[str, Any] = {}
         self.include_dirs = list(include_dirs)
+        self.written_keys: dict[str, list] = {}  # given file -> its own top-level keys (before includes)
         self.resolver = Resolver(self._load_included, self.problems,
                                  default_search_path(self.include_dirs), strict)
 
@@ -284,6 +287,7 @@ class _Session:
         tree = self.parse(path, private=True)
         if tree is None:
             return None
+        self.written_keys[os.path.abspath(path)] = list(tree) if isinstance(tree, dict) else []
         if not isinstance(tree, dict):
             self.problems.error(loc_of(tree) if hasattr(tree, "loc") else Loc(path, 1), "",
                                 f"top level must be a mapping, not {_kind(tree)}",
@@ -432,4 +436,4 @@ def load_documents(paths: Iterable[str] | str, *, include_dirs: Iterable[str] = 
     return LoadedConfig(tree=tree, recipe_names=names, default=default, files=list(session.files),
                         problems=session.problems,
                         recipe_file={n: recipe_file[n] for n in names if n in recipe_file},
-                        inclusions=list(session.resolver.inclusions))
+                        inclusions=list(session.resolver.inclusions), written_keys=session.written_keys)

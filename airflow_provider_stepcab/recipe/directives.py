@@ -409,8 +409,8 @@ class Resolver:
 def inclusion(path: str, site: Loc, key: str, content: dict) -> Inclusion:
     """What :mod:`.foreign` needs to know of an included file: the lines of its own top-level keys."""
     locs = getattr(content, "key_locs", {})
-    lines = tuple(sorted({loc.line for loc in locs.values() if loc.file == path and loc.line}))
-    return Inclusion(path, site, key, lines)
+    keys = tuple(sorted((loc.line, str(k)) for k, loc in locs.items() if loc.file == path and loc.line))
+    return Inclusion(path, site, key, keys)
 
 
 def _same(a: str, b: str) -> bool:

@@ -4,7 +4,7 @@
 turns every one of its keys into an "unknown field" warning, or a recipe name that is "not a
 mapping", and each message would quote a key of that file in the import errors shown in the UI
 (``docs/security.md``, "Loading limits"). When *every* top-level key of an included file has a
-problem, the file does not fit where it is included: its problems are replaced by one, naming the
+problem of its own (the key itself is unknown or invalid there), the file does not fit where it is included: its problems are replaced by one, naming the
 file, the first line concerned, where it is included and the kinds of problem, and quoting nothing of
 the file. An included fragment with one typo among good keys keeps its precise messages.
 
@@ -19,19 +19,19 @@ from .errors import ERROR, WARNING, Loc, Problem, Problems
 
 
 class Inclusion(NamedTuple):
-    """One file an ``_include`` merged in: where, and the lines of its own top-level keys."""
+    """One file an ``_include`` merged in: where, and ``(line, name)`` of its own top-level keys."""
 
     path: str
     site: Loc
     site_key: str
-    key_lines: tuple
+    keys: tuple
 
 
 def hide_foreign_content(problems: Problems, inclusions: Iterable[Inclusion]) -> Problems:
     """``problems`` with those of each foreign included file (see the module doc) replaced by one."""
     by_file: dict = {}
     for inc in inclusions:
-        if inc.key_lines:
+        if inc.keys:
             by_file.setdefault(inc.path, []).append(inc)
     if not by_file:
         return problems
@@ -54,16 +54,16 @@ def hide_foreign_content(problems: Problems, inclusions: Iterable[Inclusion]) ->
 
 
 def _every_key_has_a_problem(inclusions: list, found: list) -> bool:
-    lines = sorted({line for inc in inclusions for line in inc.key_lines})
-    hit = {p.loc.line for p in found}
-    bounds = lines[1:] + [1 << 30]
-    return all(any(start <= line < end for line in hit) for start, end in zip(lines, bounds))
+    """Each top-level key has a problem about that key itself: at its line, with a key path ending
+    in its name (a problem deeper inside, such as a bad parameter of a cab, does not count)."""
+    hit = {(p.loc.line, p.key.rsplit(".", 1)[-1]) for p in found}
+    return all((line, name) in hit for inc in inclusions for line, name in inc.keys)
 
 
 def _summary(path: str, inclusions: list, found: list) -> Problem:
     site = inclusions[0]
     kinds = ", ".join(sorted({p.code or "problem" for p in found}))
-    keys = len(set(site.key_lines))
+    keys = len(set(site.keys))
     where = f"included at {site.site}" + (f" ({site.site_key})" if site.site_key else "")
     others = len({inc.site for inc in inclusions}) - 1
     if others:

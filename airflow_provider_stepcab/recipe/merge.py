@@ -201,6 +201,8 @@ def scrub(conf: Any, paths: Any) -> list[str]:
     :returns: error messages (empty when all went well).
     """
     errors: list[str] = []
+    if paths is not None and not isinstance(paths, (str, list, tuple)):
+        return [f"must be a string or a list of strings, not {type(paths).__name__}"]
     for path in [paths] if isinstance(paths, str) else list(paths or []):
         if not isinstance(path, str):
             errors.append(f"invalid entry {path!r}")

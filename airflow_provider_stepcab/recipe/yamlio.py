@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import gc
 import re
-import sys
 from typing import Any
 
 import yaml
@@ -327,7 +326,12 @@ def load_yaml_text(text: str, filename: str = "<string>", *, limits: Limits | No
                 return None
             if "&" in text:  # no anchor, no alias
                 check_aliases(node, filename, lim.max_alias_nodes)
-            return loader.construct_document(node)
+            try:
+                return loader.construct_document(node)
+            except (ValueError, TypeError, IndexError, KeyError, OverflowError) as exc:
+                # a scalar its tag cannot construct (!!int a, an empty !!int, bad !!binary), or an
+                # integer of more digits than Python converts (sys.get_int_max_str_digits)
+                raise _bad_scalar(filename, node, exc) from None
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
@@ -340,20 +344,43 @@ def load_yaml_text(text: str, filename: str = "<string>", *, limits: Limits | No
     except RecursionError:
         raise LimitError(filename, 0, "mappings/lists nested too deep for the Python stack",
                          "too-deep") from None
-    except ValueError:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
-        raise LimitError(filename, _line_of_long_number(text), "invalid YAML: an integer too long to convert",
-                         "yaml") from None
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _line_of_long_number(text: str) -> int:
-    import re
+def _bad_scalar(filename: str, root: yaml.Node, exc: Exception) -> LimitError:
+    """The error for a scalar that cannot be constructed: the first such node's line and tag (its
+    value is not quoted). Only on this error path: every scalar is tried again, one by one."""
+    probe = _BaseLoader("")
+    try:
+        todo, seen = [root], set()
+        while todo:
+            node = todo.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if isinstance(node, yaml.ScalarNode):
+                try:
+                    probe.construct_object(node, deep=True)
+                except Exception as bad:  # noqa: BLE001 - looking for the node that fails
+                    return _scalar_error(filename, node, bad)
+            elif isinstance(node, yaml.MappingNode):
+                todo.extend(n for pair in reversed(node.value) for n in reversed(pair))
+            elif isinstance(node, yaml.SequenceNode):
+                todo.extend(reversed(node.value))
+    finally:
+        probe.dispose()
+    return _scalar_error(filename, root, exc)
 
-    m = re.search(r"\d{%d}" % max(sys.get_int_max_str_digits() // 2, 1), text) if hasattr(sys, "get_int_max_str_digits") \
-        else None
-    return text.count("\n", 0, m.start()) + 1 if m else 0
+
+def _scalar_error(filename: str, node: yaml.Node, exc: Exception) -> LimitError:
+    tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+    if "digits" in str(exc) and tag == "!!int":
+        return LimitError(filename, node.start_mark.line + 1, "invalid YAML: an integer too long to convert",
+                          "yaml")
+    return LimitError(filename, node.start_mark.line + 1, f"invalid YAML: a {tag} value that cannot be read "
+                      f"as one ({type(exc).__name__})", "yaml")
 
 
 def read_text(path: str, *, limits: Limits | None = None) -> str:
