@@ -378,7 +378,8 @@ def test_remote_slurm_commands_quote_paths_ids_and_names(value, job_dirs):
 @FEW
 @given(dirs=st.lists(printable_component, min_size=1, max_size=3, unique=True), code=st.integers(0, 255))
 def test_job_file_query_reads_hostile_directory_names(dirs, code):
-    triggers = pytest.importorskip("airflow_provider_stepcab.triggers.slurm")
+    from airflow_provider_stepcab.triggers import slurm as triggers
+
     with scratch() as root:
         paths = [str(root / "jobs" / d) for d in dirs]
         for p in paths:
@@ -386,7 +387,7 @@ def test_job_file_query_reads_hostile_directory_names(dirs, code):
             Path(p, "exitcode").write_text(f"{code}\n")
         rc, out, err = _login_shell(triggers.files_command(paths), root)
         assert rc == 0, err
-        states = triggers.parse_files(out)
+        states = triggers.parse_files(out, paths)
         assert sorted(states) == sorted(paths)
         assert all(s.exit_code == code for s in states.values())
         assert_no_injection(root, out.encode(), err.encode())
