@@ -185,12 +185,17 @@ def test_reruns_skip_exactly_the_unchanged_steps(demo, tmp_path, capfd):
     assert mtimes(runs.workdir) == before
     assert xcoms(second) == published
     assert f"cache: cache-demo.image cached: the result of run {first.run_id} of DAG cache-demo, task image" in out
+    from test_native_operator import xcom
+
+    shown = xcom(second, "image", "stepcab_step")  # the Step view's record says why it did not run
+    assert shown["cache"].startswith(f"cached: the result of run {first.run_id} of DAG cache-demo, task image")
 
     # one param of the last imaging step: that step only, and the log says which param
-    _, states = runs.run({"niter": 20})
+    third, states = runs.run({"niter": 20})
     out = capfd.readouterr().out
     assert runs.ran_and_states(states) == ({"image"}, {"image"})
     assert "cache: cache-demo.image runs (against its newest record" in out and "param niter: 10 -> 20" in out
+    assert "param niter: 10 -> 20" in xcom(third, "image", "stepcab_step")["cache"]
 
     # the in-place chain: changing flag reruns flag and what reads the MS after it, not split
     _, states = runs.run({"niter": 20, "mode": "b"})

@@ -46,6 +46,7 @@ class ResolvedStep:
     config: Any = None                    # LoadedConfig
     sources: dict = field(default_factory=dict)   # param -> where its value came from (recipe/sources.py)
     executed: Optional[dict] = None       # what the mechanism ran (ui/capture.py note_executed)
+    cache_decision: Optional[str] = None  # the step cache's decision (operators/step_cache.note)
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ from airflow_provider_stepcab.operators import resolve as R
 from airflow_provider_stepcab.operators.trigger_policy import CACHE_PARAM
 from airflow_provider_stepcab.plan import cache_key as K
 from airflow_provider_stepcab.runtime import step_cache as S
+from airflow_provider_stepcab.ui.capture import push_step_record
 
 #: XCom of every step of a run using the cache: ``{"key", "step", "paths": {path: {"key", "step"}}}``
 XCOM_CACHE_KEY = "stepcab_cache"
@@ -178,6 +179,12 @@ def _missing_outputs(op: Any, step: R.ResolvedStep, paths: list) -> list:
     return S.missing_paths(paths)
 
 
+def note(op: Any, step: R.ResolvedStep, decision: str) -> None:
+    """Log the cache's ``decision`` for ``step`` and keep it for the step record (the Step view)."""
+    step.cache_decision = decision
+    op.log.info("cache: %s %s", step.fqname, decision)
+
+
 def before_run(op: Any, step: R.ResolvedStep, context: Any, *, push_params: Any) -> None:
     """Look the step up (module docstring); ``push_params(ti, params)`` publishes ``stepcab_params``.
 
@@ -195,15 +202,15 @@ def before_run(op: Any, step: R.ResolvedStep, context: Any, *, push_params: Any)
             missing = _missing_outputs(op, step, list(record.get("outputs") or []))
             if not missing:
                 _replay(op, step, context, state, record, push_params)
-            op.log.info("cache: %s runs: the record of key %s (run %s) lists outputs that are gone: %s",
-                        step.fqname, state.key[:12], record.get("run_id"), ", ".join(missing[:5]))
+            note(op, step, f"runs: the record of key {state.key[:12]} (run {record.get('run_id')}) lists outputs "
+                       f"that are gone: {', '.join(missing[:5])}")
         else:
             latest = S.StepCache(choice.store).latest(state.ident)
             reasons = K.explain(latest.get("document") if latest else None, state.document)
             since = f" (against its newest record: run {latest.get('run_id')}, {latest.get('finished')})" if latest else ""
-            op.log.info("cache: %s runs%s: %s", step.fqname, since, "; ".join(reasons))
+            note(op, step, f"runs{since}: {'; '.join(reasons)}")
     elif choice.write:
-        op.log.info("cache: %s runs: stepcab_cache=refresh (a new record is written)", step.fqname)
+        note(op, step, "runs: stepcab_cache=refresh (a new record is written)")
     _publish_provenance(ti, state, state.params_before, str(step.workdir.path), step.cab)
     if choice.write and op.mechanism in _DEFERRING:
         ti.xcom_push(key=XCOM_PENDING_KEY, value={"key": state.key, "document": state.document,
@@ -226,7 +233,8 @@ def _replay(op: Any, step: R.ResolvedStep, context: Any, state: KeyState, record
                 else ""))
     message = (f"cached: the result of {where}, finished {record.get('finished')} on {record.get('host')} "
                f"(key {state.key[:12]})")
-    op.log.info("cache: %s %s", step.fqname, message)
+    note(op, step, message)
+    push_step_record(op, step, context)
     raise AirflowSkipException(f"step {step.fqname}: {message}")
 
 

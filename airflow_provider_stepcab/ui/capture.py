@@ -51,7 +51,7 @@ def record_for(step: Any) -> dict:
         script=ran.get("script"), pod=ran.get("pod"), pod_name=ran.get("pod_name"),
         pod_phase=ran.get("pod_phase"), params=params,
         sources={k: sources.get(k, "step") for k in params}, outputs=_outputs(step),
-        skip_reason=step.skip_reason, doc=cab_doc(step.cab))
+        skip_reason=step.skip_reason, cache=getattr(step, "cache_decision", None), doc=cab_doc(step.cab))
 
 
 def push_step_record(op: Any, step: Any, context: Any) -> None:

@@ -13,6 +13,7 @@ normalises it)::
      "sources": {name: source},   # one of SOURCES per parameter (the resolver's, recipe/sources.py)
      "outputs": [path, ...],      # file outputs
      "skip_reason": str | None,
+     "cache": str | None,         # the step cache's decision ("cached: ...", "runs: ..."), docs/cache.md
      "doc": str | None}           # the cab's schema table, as ``stepcab doc`` prints it
 
 Slurm steps also push :data:`SLURM_KEY` (the submitted job: ``job_id``, ``job_name``,
@@ -41,7 +42,8 @@ RESOURCES_KEY = "stepcab_resources"
 
 _REQUIRED = ("fqname", "cab", "backend", "workdir", "argv")
 _OPTIONAL = {"image": None, "command": None, "script": None, "pod": None, "pod_name": None, "pod_phase": None,
-             "params": {}, "sources": {}, "outputs": [], "skip_reason": None, "doc": None}
+             "params": {}, "sources": {}, "outputs": [], "skip_reason": None, "cache": None,
+             "doc": None}
 
 
 class StepRecordError(ValueError):
@@ -89,7 +91,7 @@ def step_record(**fields: Any) -> dict:
     out["argv"] = _str_list("argv", out["argv"], optional=False)
     out["command"] = _str_list("command", out["command"], optional=True)
     out["outputs"] = _str_list("outputs", out["outputs"] or [], optional=False)
-    for key in ("image", "script", "skip_reason", "doc", "pod_name", "pod_phase"):
+    for key in ("image", "script", "skip_reason", "cache", "doc", "pod_name", "pod_phase"):
         out[key] = _opt_str(key, out[key])
     if out["pod"] is not None and not isinstance(out["pod"], Mapping):
         raise StepRecordError("step record: pod must be a mapping or null")

@@ -76,7 +76,7 @@ def step_page(data: dict, *, prefix: str) -> str:
              ("ended", data["end_date"]), ("cab", rec.get("cab")), ("backend", rec.get("backend")),
              ("image", rec.get("image")), ("working directory", rec.get("workdir")),
              ("pod", rec.get("pod_name")), ("pod phase", rec.get("pod_phase")),
-             ("skipped because", rec.get("skip_reason"))]
+             ("skipped because", rec.get("skip_reason")), ("step cache", rec.get("cache"))]
     parts.append(_table([({"data-fact": k}, esc(k), esc(v)) for k, v in facts if v not in (None, "")],
                         ident="facts", cls="facts"))
     if not rec:
