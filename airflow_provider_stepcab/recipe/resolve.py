@@ -304,6 +304,7 @@ class Resolver:
         self.step_params = step_params
         self.done = False
         self.loops: dict = {}   # path of a looping recipe -> the values it iterates over
+        self._unknown_loop: Optional[str] = None  # key path of the loop being walked without values
         self.results: dict = {}  # path of a (sub-)recipe -> its params and outputs once walked
 
     def _eval(self, value: Any, ns: dict) -> Any:
@@ -350,6 +351,11 @@ class Resolver:
             else:
                 values = list(over) if isinstance(over, (list, tuple)) else [over]
             self.loops[path] = values
+            if self.target is None:
+                self._check_loop(fl, over, key_path or recipe.name)
+        enclosing = self._unknown_loop
+        if fl is not None and isinstance(values[0], Unresolved):
+            self._unknown_loop = key_path or recipe.name
         self._check_missing(recipe, p, key_path)
         indices = range(len(values))
         if self.target is not None and fl is not None and self.loop_index is not None \
@@ -374,7 +380,29 @@ class Resolver:
                                  parent_ns, root_ns, loop, key_path or recipe.name, info_fq, skip_all)
             self.results[path] = it   # params + outputs its steps provided (the last iteration's)
             if self.done:
-                return
+                break
+        self._unknown_loop = enclosing
+
+    def _check_loop(self, fl: Any, over: Any, key_path: str) -> None:
+        """Plan time: a loop whose values are known only at run time is walked once, with its
+        variable unknown (a warning says so); inside another such loop, the (outer, inner)
+        iterations can't be laid out at all (an error: neither a plan nor a DAG can unroll them)."""
+        if not isinstance(over, Unresolved) and over is not UNSET:
+            if self._unknown_loop is not None:
+                self.problems.error(fl.loc, f"{key_path}.for_loop",
+                                    f"nested for_loop inside the loop of '{self._unknown_loop}', whose values are "
+                                    "known only at run time: its iterations can't be laid out before running",
+                                    "nested-loop-unresolved")
+            return
+        why = over.reason if isinstance(over, Unresolved) else f"'{fl.over}' is not set"
+        if self._unknown_loop is not None:
+            self.problems.error(fl.loc, f"{key_path}.for_loop",
+                                f"nested for_loop over {fl.over!r} inside the loop of '{self._unknown_loop}': "
+                                f"neither loop's values are known before running ({why})", "nested-loop-unresolved")
+        else:
+            self.problems.warning(fl.loc, f"{key_path}.for_loop",
+                                  f"for_loop over {fl.over!r}: its values are known at run time ({why}); "
+                                  f"planned once, with '{fl.var}' unknown", "loop-unresolved")
 
     def _split(self, recipe: Recipe, params: Mapping, key_path: str, locs: Mapping) -> tuple[dict, dict]:
         own, step_over = {}, {}
