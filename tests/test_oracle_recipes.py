@@ -340,3 +340,19 @@ def test_nested_loop_inside_a_loop_with_run_time_values_is_an_error_naming_the_l
     assert "known only at run time" in error.message
     (warning,) = [p for p in problems if p.code == "loop-unresolved"]
     assert "'scans'" in warning.message and "planned once" in warning.message
+
+
+@pytest.mark.airflow
+def test_nested_loops_through_stepcab_run_as_stimela_runs_them(tmp_path):
+    """The outer loop (a literal list) is unrolled into a TaskGroup per scan, the inner one (Stokes,
+    from an input's default) mapped inside each: every command Stimela runs, in its order."""
+    path = tmp_path / "nested.yml"
+    path.write_text(NESTED_LOOPS.replace("over: scans}", "over: [3, 5]}"))
+    spec = {"files": [str(path)], "recipe": "jove-pol-loop", "executables": ["echo"]}
+    theirs = stimela_calls(tmp_path / "oracle", spec)
+    assert len(theirs) == 10
+    ours = stepcab_run_calls(tmp_path / "ours", spec)
+    # per scan, in order: pre, the three Stokes (mapped instances: Airflow picks their order), post
+    for scan in range(2):
+        mine, stimela = ours[5 * scan:5 * scan + 5], theirs[5 * scan:5 * scan + 5]
+        assert [mine[0], sorted(mine[1:4]), mine[4]] == [stimela[0], sorted(stimela[1:4]), stimela[4]]

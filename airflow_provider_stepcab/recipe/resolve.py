@@ -278,7 +278,9 @@ class Resolver:
     :param step_outputs: fqname → values of steps that already ran (run time): they replace what
         the plan-time walk would infer for that step (``previous``/``steps.<label>``).
     :param target: stop after the cab step at this path (run time: one task resolves one step).
-    :param loop_index: with ``target``, the iteration of the (outermost) loop on its path.
+    :param loop_index: with ``target``, the iteration of the loops on its path (a DAG's mapped loop).
+    :param loop_indices: with ``target``, ``{path of a looping recipe: iteration}`` for loops on its
+        path whose iteration is fixed apart (a DAG's unrolled loops); they win over ``loop_index``.
     :param step_params: ``step_params(path, cargo) -> dict`` values merged last into a step's
         params (trigger-time overrides: data, :func:`.data.as_data`).
     :param tag_skips: a ``never`` tag skips the step (off at run time, where step selection —
@@ -291,7 +293,8 @@ class Resolver:
                  step_outputs: Optional[Mapping[str, Mapping]] = None, target: Optional[tuple] = None,
                  loop_index: Optional[int] = None, step_params: Optional[Any] = None,
                  config_ns: Optional[Mapping] = None, cwd: Optional[str] = None, resolve_links: bool = False,
-                 fetch: Optional[Any] = None, tag_skips: bool = True):
+                 fetch: Optional[Any] = None, tag_skips: bool = True,
+                 loop_indices: Optional[Mapping[tuple, int]] = None):
         from .yamlio import to_plain
         self.fetch, self.tag_skips = fetch, tag_skips
         self.cwd, self.resolve_links = cwd, resolve_links
@@ -301,6 +304,7 @@ class Resolver:
         self.step_outputs = step_outputs if step_outputs is not None else {}
         self.target = tuple(target) if target else None
         self.loop_index = loop_index
+        self.loop_indices = {tuple(k): v for k, v in (loop_indices or {}).items()}
         self.step_params = step_params
         self.done = False
         self.loops: dict = {}   # path of a looping recipe -> the values it iterates over
@@ -358,9 +362,9 @@ class Resolver:
             self._unknown_loop = key_path or recipe.name
         self._check_missing(recipe, p, key_path)
         indices = range(len(values))
-        if self.target is not None and fl is not None and self.loop_index is not None \
-                and self.target[:len(path)] == path:
-            indices = [self.loop_index] if self.loop_index < len(values) else []
+        index = self.loop_indices.get(path, self.loop_index)
+        if self.target is not None and fl is not None and index is not None and self.target[:len(path)] == path:
+            indices = [index] if index < len(values) else []
         for index in indices:
             value = values[index]
             it = dict(p)
