@@ -240,3 +240,39 @@ def test_only_steps_with_file_outputs_declare_an_asset_alias(tmp_path):
     dag = build_dags(folders=[str(tmp_path)])["assets"]
     outlets = {t.task_id: [type(o).__name__ for o in t.outlets] for t in dag.tasks}
     assert outlets == {"make": ["AssetAlias"], "tell": []}
+
+
+NESTED = """\
+cabs:
+  say: {command: echo, inputs: {scan: {dtype: int, policies: {positional: true}}}}
+inner:
+  inputs: {scan: int}
+  for_loop: {var: stokes, over: [I, V]}
+  steps:
+    image: {cab: say, params: {scan: =recipe.scan}}
+outer:
+  inputs:
+    scans: {dtype: "List[int]", default: [3, 5]}
+  for_loop: {var: scan, over: OVER}
+  steps:
+    pre: {cab: say, params: {scan: =recipe.scan}}
+    pol: {recipe: inner, params: {scan: =recipe.scan}}
+"""
+
+
+def test_nested_loop_with_a_literal_outer_list_is_unrolled_into_task_groups(tmp_path):
+    (tmp_path / "nested.yml").write_text(NESTED.replace("OVER", "[3, 5]"))
+    dag = build_dags(files=[str(tmp_path / "nested.yml")], on_error="raise")["nested__outer"]
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert sorted(tasks) == ["0.pol.image", "0.pre", "1.pol.image", "1.pre"]
+    assert tasks["1.pol.image"].loop_indices == {"": 1} and tasks["1.pre"].upstream_task_ids == {"0.pol.image"}
+    assert [g for g in dag.task_group_dict if g.endswith("pol")] == ["0.pol", "1.pol"]  # mapped inside each
+
+
+def test_nested_loop_whose_outer_values_are_known_only_at_run_time_is_an_error_with_its_line(tmp_path):
+    path = tmp_path / "nested.yml"
+    path.write_text(NESTED.replace("OVER", "scans"))
+    with pytest.raises(RecipeImportError) as info:
+        build_dags(files=[str(path)], on_error="raise")
+    line = NESTED.splitlines().index("  for_loop: {var: stokes, over: [I, V]}") + 1
+    assert f"{path}:{line}:" in str(info.value) and "literal list" in str(info.value)

@@ -38,6 +38,9 @@ def test_dag_id_rule():
 
 def test_task_id_for_and_collisions():
     assert naming.task_id_for("r", ("cal", "flag.1")) == "cal.flag_1"
+    # unrolled loops: a TaskGroup per iteration, named by it (the top recipe's: "")
+    assert naming.task_id_for("r", ("pol", "image"), {"": 1, "pol": 2}) == "1.pol.2.image"
+    assert naming.task_id_for("r", ("pre",), {"pol": 2}) == "pre"
     assert naming.id_collisions(["a.b", "a_b", "c"]) == [("a.b", "a_b")]
 
 

@@ -285,3 +285,74 @@ def test_quartical_term_params_are_planned_as_stimela_runs_them(quartical, tmp_p
 def test_quartical_term_params_through_stepcab_run(quartical, tmp_path):
     spec, calls = quartical
     assert stepcab_run_calls(tmp_path / "ours", spec, "--backend", "native") == calls
+
+
+# ------------------------------------------------------------------------ nested for_loops
+NESTED_LOOPS = """\
+cabs:
+  say:
+    command: echo
+    inputs:
+      scan: {dtype: int, policies: {positional: true}}
+      stokes: {dtype: str, policies: {positional: true}}
+pol-one-scan:
+  inputs:
+    scan: {dtype: int}
+    pols: {dtype: "List[str]", default: [I, Q, U]}
+  for_loop: {var: stokes, over: pols}
+  steps:
+    image: {cab: say, params: {scan: =recipe.scan, stokes: =recipe.stokes}}
+jove-pol-loop:
+  inputs:
+    scans: {dtype: "List[int]", default: [3, 5]}
+  for_loop: {var: scan, over: scans}
+  steps:
+    pre: {cab: say, params: {scan: =recipe.scan, stokes: X}}
+    pol: {recipe: pol-one-scan, params: {scan: =recipe.scan}}
+    post: {cab: say, params: {scan: =recipe.scan, stokes: "after-{steps.pol.scan}"}}
+"""
+
+
+def test_nested_loops_are_planned_per_outer_and_inner_iteration_as_stimela_runs_them(tmp_path):
+    """scans × Stokes (like parrot-stew's jove-pol-loop): every (outer, inner) iteration with its
+    values, in Stimela's order."""
+    path = tmp_path / "nested.yml"
+    path.write_text(NESTED_LOOPS)
+    for params in ({}, {"scans": [7]}):
+        calls = stimela_calls(tmp_path / f"oracle{len(params)}", {
+            "files": [str(path)], "recipe": "jove-pol-loop", "executables": ["echo"],
+            "params": {k: json.dumps(v) for k, v in params.items()}})
+        steps = planned([path], "jove-pol-loop", params, str(tmp_path))
+        assert [s.argv for s in steps] == calls
+    assert [s.name for s in planned([path], "jove-pol-loop", {}, str(tmp_path))][:5] == [
+        "jove-pol-loop.0.pre", "jove-pol-loop.0.pol.0.image", "jove-pol-loop.0.pol.1.image",
+        "jove-pol-loop.0.pol.2.image", "jove-pol-loop.0.post"]
+
+
+def test_nested_loop_inside_a_loop_with_run_time_values_is_an_error_naming_the_line(tmp_path):
+    path = tmp_path / "nested.yml"
+    path.write_text(NESTED_LOOPS.replace('default: [3, 5]}', 'default: "=GLOB(scan*)"}'))
+    rec, loaded = load_recipe([str(path)], "jove-pol-loop")
+    problems = plan_recipe(rec, loaded, {}).problems
+    (error,) = problems.errors
+    line = NESTED_LOOPS.splitlines().index("  for_loop: {var: stokes, over: pols}") + 1
+    assert (error.loc.file, error.loc.line) == (str(path), line) and error.key == "jove-pol-loop.steps.pol.recipe.for_loop"
+    assert "known only at run time" in error.message
+    (warning,) = [p for p in problems if p.code == "loop-unresolved"]
+    assert "'scans'" in warning.message and "planned once" in warning.message
+
+
+@pytest.mark.airflow
+def test_nested_loops_through_stepcab_run_as_stimela_runs_them(tmp_path):
+    """The outer loop (a literal list) is unrolled into a TaskGroup per scan, the inner one (Stokes,
+    from an input's default) mapped inside each: every command Stimela runs, in its order."""
+    path = tmp_path / "nested.yml"
+    path.write_text(NESTED_LOOPS.replace("over: scans}", "over: [3, 5]}"))
+    spec = {"files": [str(path)], "recipe": "jove-pol-loop", "executables": ["echo"]}
+    theirs = stimela_calls(tmp_path / "oracle", spec)
+    assert len(theirs) == 10
+    ours = stepcab_run_calls(tmp_path / "ours", spec)
+    # per scan, in order: pre, the three Stokes (mapped instances: Airflow picks their order), post
+    for scan in range(2):
+        mine, stimela = ours[5 * scan:5 * scan + 5], theirs[5 * scan:5 * scan + 5]
+        assert [mine[0], sorted(mine[1:4]), mine[4]] == [stimela[0], sorted(stimela[1:4]), stimela[4]]

@@ -12,7 +12,9 @@ the DAG, so a warm parse never touches the recipe. :func:`build_dag` does both. 
   task placed right before the group. Each task in it gets ``loop_value`` (resolved per map index)
   and ``max_active_tis_per_dagrun`` from ``scatter`` (0 → 1 at a time, N > 0 → N, -1 → unlimited).
   A looping *top* recipe makes one mapped group around all steps with ``prefix_group_id=False``, so
-  task ids stay those of :func:`.naming.task_id_for`. Nested for_loops are not supported (error);
+  task ids stay those of :func:`.naming.task_id_for`. A loop holding another loop and iterating over
+  a literal list is *unrolled* instead: a TaskGroup per value (:func:`unrolls`), its tasks told their
+  iteration (``loop_indices``); a loop nested in a mapped one is an error;
 - order: steps are chained in recipe order (Stimela runs them one by one); with
   ``opts.airflow.parallel: dataflow`` only the edges of :mod:`.dataflow` are kept;
 - trigger rule ``none_failed`` everywhere: a step the operator skips at run time (``skip``, tags,
@@ -41,15 +43,32 @@ LOOP_TASK_SUFFIX = "__for_loop"
 BUILD_TASK = "stepcab_build_images"   # = operators.build.BUILD_TASK_ID (not imported: parse cost)
 
 
+def has_nested_loop(recipe: Any) -> bool:
+    """Does a step of ``recipe`` (at any depth) run a recipe with a ``for_loop``?"""
+    return any(step.recipe is not None and (step.recipe.for_loop is not None or has_nested_loop(step.recipe))
+               for step in recipe.steps.values())
+
+
+def unrolls(recipe: Any) -> bool:
+    """A looping recipe is unrolled (one TaskGroup per iteration, made at parse time) when its
+    values are a literal list and a loop inside it is mapped; otherwise its group is mapped."""
+    return isinstance(recipe.for_loop.over, (list, tuple)) and has_nested_loop(recipe)
+
+
 def check_structure(recipe: Any, problems: Problems, prefix: tuple = (), in_loop: bool = False,
                     key_path: Optional[str] = None) -> None:
-    """Record errors for recipes the DAG shape cannot express (id clashes, nested loops, long ids)."""
+    """Record errors for recipes the DAG shape cannot express (id clashes, nested loops, long ids).
+
+    :param in_loop: inside a mapped loop (Airflow does not map a TaskGroup inside a mapped one).
+    """
     key_path = key_path or recipe.name
-    looping = in_loop or recipe.for_loop is not None
+    looping = in_loop or (recipe.for_loop is not None and not unrolls(recipe))
     if in_loop and recipe.for_loop is not None:
         problems.error(recipe.for_loop.loc, f"{key_path}.for_loop",
-                       "a for_loop inside another for_loop cannot be mapped to Airflow tasks "
-                       "(nested dynamic task mapping is not supported)", "airflow-nested-loop")
+                       "a for_loop inside another for_loop whose values are known only at run time "
+                       f"(over: {recipe.for_loop.over!r} here) cannot be mapped to Airflow tasks: Airflow does "
+                       "not map a TaskGroup inside a mapped one; give the outer loop a literal list of values "
+                       "(it is then unrolled into one TaskGroup per value)", "airflow-nested-loop")
     labels = list(recipe.steps)
     extra = [f"{label}{LOOP_TASK_SUFFIX}" for label in labels
              if recipe.steps[label].recipe is not None and recipe.steps[label].recipe.for_loop is not None]
@@ -136,6 +155,7 @@ class _Compiler:
                  config_tree: Any = None):
         self.recipe, self.file, self.settings = recipe, recipe_file, settings
         self.op_class = operator_class
+        self.dag_loops: dict = {}  # dotted path of every loop -> mapped? (dag_loops)
         self.config_tree = config_tree
 
     def _class_for(self, chain: tuple, step: Any) -> tuple[str, str]:
@@ -147,9 +167,17 @@ class _Compiler:
         mechanism = mechanism_for(self.config_tree, chain, step, self.settings.backend)
         return class_path_for(mechanism), mechanism
 
-    def task(self, path: tuple, in_loop: bool, scatter: Any, chain: tuple = (), step: Any = None) -> dict:
+    def _loop_kwargs(self, unrolled: dict) -> dict:
+        """What a task inside unrolled loops needs to find its iteration and its siblings' XComs."""
+        if not unrolled:
+            return {}
+        return {"loop_indices": dict(unrolled), "dag_loops": dict(self.dag_loops)}
+
+    def task(self, path: tuple, in_loop: bool, scatter: Any, chain: tuple = (), step: Any = None,
+             unrolled: Optional[dict] = None) -> dict:
         kwargs = dict(task_id=sanitize_id(path[-1]), recipe_file=self.file, recipe_name=self.recipe.name,
-                      step_path=list(path), backend=self.settings.backend, trigger_rule=TRIGGER_RULE)
+                      step_path=list(path), backend=self.settings.backend, trigger_rule=TRIGGER_RULE,
+                      **self._loop_kwargs(unrolled or {}))
         kwargs.update(_task_settings(self.settings, path))
         if in_loop:
             kwargs["max_active_tis_per_dagrun"] = scatter
@@ -165,19 +193,21 @@ class _Compiler:
         return {"k": "task", "cls": cls, "kw": kwargs, "loop": in_loop}
 
     def level(self, recipe: Any, prefix: tuple, in_loop: bool = False, scatter: Any = None,
-              chain: tuple = ()) -> dict:
-        """The nodes and edges of ``recipe``'s steps."""
+              chain: tuple = (), unrolled: Optional[dict] = None) -> dict:
+        """The nodes and edges of ``recipe``'s steps (``unrolled``: iterations of the unrolled loops
+        around them, by dotted recipe path)."""
         nodes: list = []
         chain = chain + (recipe,)
         for label, step in recipe.steps.items():
             path = prefix + (label,)
             if step.cab is not None:
-                node = self.task(path, in_loop, scatter, chain, step)
+                node = self.task(path, in_loop, scatter, chain, step, unrolled)
             elif step.recipe.for_loop is not None and not in_loop:
-                node = self.loop(step.recipe, path, sanitize_id(label), prefix_group_id=True, chain=chain)
+                node = self.loop(step.recipe, path, sanitize_id(label), prefix_group_id=True, chain=chain,
+                                 unrolled=unrolled)
             else:
                 node = {"k": "group", "id": sanitize_id(label), "tooltip": step.info or "",
-                        "level": self.level(step.recipe, path, in_loop, scatter, chain)}
+                        "level": self.level(step.recipe, path, in_loop, scatter, chain, unrolled)}
             nodes.append([label, node])
         labels = [label for label, _ in nodes]
         if self.settings.parallel == "dataflow":
@@ -187,10 +217,23 @@ class _Compiler:
         edges = [[up, label] for label, upstream in deps.items() for up in upstream]
         return {"nodes": nodes, "edges": edges}
 
-    def loop(self, recipe: Any, path: tuple, group_id: str, *, prefix_group_id: bool, chain: tuple = ()) -> dict:
-        """A mapped TaskGroup over ``recipe.for_loop``."""
+    def loop(self, recipe: Any, path: tuple, group_id: str, *, prefix_group_id: bool, chain: tuple = (),
+             unrolled: Optional[dict] = None) -> dict:
+        """A mapped TaskGroup over ``recipe.for_loop``, or, when it :func:`unrolls`, a TaskGroup
+        holding one TaskGroup per value (group id: the iteration), run one after the other unless
+        ``scatter`` lets them run together."""
         loop = recipe.for_loop
-        self.loop_var = loop.var  # loops do not nest (check_structure)
+        unrolled = dict(unrolled or {})
+        if unrolls(recipe):
+            key = ".".join(path)
+            nodes = [[str(i), {"k": "group", "id": str(i), "tooltip": f"{loop.var}={value}",
+                               "level": self.level(recipe, path, False, None, chain, {**unrolled, key: i})}]
+                     for i, value in enumerate(loop.over)]
+            edges = [] if loop.scatter not in (0, 1, None) else \
+                [[str(i - 1), str(i)] for i in range(1, len(nodes))]
+            return {"k": "group", "id": group_id, "tooltip": recipe.info or "",
+                    "level": {"nodes": nodes, "edges": edges}}
+        self.loop_var = loop.var  # a mapped loop holds no other mapped loop (check_structure)
         scatter = 1 if loop.scatter in (0, 1, None) else (None if loop.scatter < 0 else int(loop.scatter))
         node: dict = {"k": "loop", "id": group_id, "prefix": prefix_group_id, "tooltip": recipe.info or "",
                       "values": None, "values_task": None}
@@ -199,8 +242,9 @@ class _Compiler:
         else:
             task_id = TOP_LOOP_TASK if not path else sanitize_id(path[-1]) + LOOP_TASK_SUFFIX
             node["values_task"] = dict(task_id=task_id, recipe_file=self.file, recipe_name=self.recipe.name,
-                                       step_path=list(path), trigger_rule=TRIGGER_RULE)
-        node["level"] = self.level(recipe, path, True, scatter, chain)
+                                       step_path=list(path), trigger_rule=TRIGGER_RULE,
+                                       **self._loop_kwargs(unrolled))
+        node["level"] = self.level(recipe, path, True, scatter, chain, unrolled)
         return node
 
 
@@ -249,7 +293,10 @@ def compile_dag(*, dag_id: str, recipe: Any, recipe_file: str, settings: Airflow
                            "airflow-schedule-params")
             return None
     compiler = _Compiler(recipe, recipe_file, settings, operator_class, config_tree)
-    if recipe.for_loop is not None:
+    compiler.dag_loops = dag_loops(recipe)
+    if recipe.for_loop is not None and unrolls(recipe):
+        body = compiler.loop(recipe, (), "for_loop", prefix_group_id=False)["level"]  # groups "0", "1", ...
+    elif recipe.for_loop is not None:
         body = compiler.loop(recipe, (), "for_loop", prefix_group_id=False)
     else:
         body = compiler.level(recipe, ())
@@ -259,6 +306,15 @@ def compile_dag(*, dag_id: str, recipe: Any, recipe_file: str, settings: Airflow
                      backend=settings.backend)
     return {"dag_id": dag_id, "dag_kwargs": _dag_kwargs(recipe, recipe_file, settings), "params": params,
             "body": body, "build": build}
+
+
+def dag_loops(recipe: Any, prefix: tuple = ()) -> dict:
+    """``{dotted path ("" for the top): mapped?}`` of every looping recipe (else unrolled)."""
+    out = {".".join(prefix): not unrolls(recipe)} if recipe.for_loop is not None else {}
+    for label, step in recipe.steps.items():
+        if step.recipe is not None:
+            out.update(dag_loops(step.recipe, prefix + (label,)))
+    return out
 
 
 def _valid_default(default: Any, schema: dict) -> bool:

@@ -34,11 +34,12 @@ def map_index_template(var: str) -> str:
 
 
 def loop_values(recipe: Any, loaded: Any, step_path: Sequence[str], recipe_params: dict, overrides: Any,
-                fetch: Any, recipe_name: str, run_values: Any = None) -> list:
+                fetch: Any, recipe_name: str, run_values: Any = None, loop_indices: Any = None) -> list:
     """Values of the ``for_loop`` of the recipe at ``step_path`` (``()`` = the top recipe), from the
     one recipe resolver walked as far as the loop's first step.
 
     :param run_values: extra ``config.run`` values (``operators.resolve.dag_run_values``).
+    :param loop_indices: iterations of the unrolled loops around it (by recipe path).
     """
     from airflow_provider_stepcab.operators import resolve as R
     from airflow_provider_stepcab.recipe.errors import Problems
@@ -55,7 +56,7 @@ def loop_values(recipe: Any, loaded: Any, step_path: Sequence[str], recipe_param
         inner = inner.steps[label].recipe
     res = Resolver(getattr(loaded, "tree", None), Problems(), allow_io=True, target=first, loop_index=0,
                    config_ns=R.config_namespace(getattr(loaded, "tree", None), run_values),
-                   step_params=None, fetch=R.StepFetcher(fetch), tag_skips=False)
+                   step_params=None, fetch=R.StepFetcher(fetch), tag_skips=False, loop_indices=loop_indices)
     for _ in res.recipe(recipe, R.trigger_values(recipe, recipe_params), fqname=recipe_name):
         pass
     value = res.loops.get(tuple(step_path))
@@ -71,18 +72,22 @@ class StepcabLoopValuesOperator(BaseOperator):
     :param recipe_file: absolute path of the recipe file.
     :param recipe_name: the top recipe.
     :param step_path: labels down to the looping recipe step (empty for the top recipe).
+    :param loop_indices: iterations of the unrolled loops around it; ``dag_loops``: every loop of
+        the DAG (see :class:`~..operators.base.StepcabBaseOperator`).
     """
 
     ui_color = "#f0ead6"
 
-    def __init__(self, *, recipe_file: str, recipe_name: str, step_path: Sequence[str], **kwargs: Any):
+    def __init__(self, *, recipe_file: str, recipe_name: str, step_path: Sequence[str],
+                 loop_indices: Any = None, dag_loops: Any = None, **kwargs: Any):
         kwargs.setdefault("trigger_rule", "none_failed")
         super().__init__(**kwargs)
         self.recipe_file, self.recipe_name, self.step_path = str(recipe_file), recipe_name, tuple(step_path)
+        self.loop_indices, self.dag_loops = dict(loop_indices or {}), dict(dag_loops or {})
 
     def execute(self, context: Any) -> list:
         from airflow_provider_stepcab.operators import resolve as R
-        from airflow_provider_stepcab.operators.running import XComReader, plain_params
+        from airflow_provider_stepcab.operators.running import XComReader, loop_indices_of, plain_params
         from airflow_provider_stepcab.operators.overrides import parse_overrides
         from airflow_provider_stepcab.recipe.api import load_recipe
 
@@ -93,7 +98,8 @@ class StepcabLoopValuesOperator(BaseOperator):
         try:
             values = loop_values(recipe, loaded, self.step_path, overrides.recipe_params, overrides,
                                  xcom.fetch, self.recipe_name,
-                                 run_values=R.dag_run_values(context.get("dag_run")))
+                                 run_values=R.dag_run_values(context.get("dag_run")),
+                                 loop_indices=loop_indices_of(self))
         except AirflowException:
             raise
         except Exception as exc:  # noqa: BLE001 - recipe/formula errors become a task failure

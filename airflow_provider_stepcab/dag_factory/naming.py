@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from typing import Iterable
+from typing import Iterable, Mapping, Optional
 
 from airflow_provider_stepcab.dag_factory.discovery import RECIPE_SUFFIXES
 
@@ -89,13 +89,22 @@ def dag_id_may_come_from(dag_id: str, recipe_file: str) -> bool:
     return dag_id == stem or dag_id.startswith(stem + "__")
 
 
-def task_id_for(recipe_name: str, step_path: Iterable[str]) -> str:
+def task_id_for(recipe_name: str, step_path: Iterable[str], unrolled: Optional[Mapping[str, int]] = None) -> str:
     """Return the full task id (group prefixes included) of the step at ``step_path``.
 
     :param recipe_name: the top recipe (unused by the current rule; kept for future rules).
     :param step_path: step labels from the top recipe down to the step.
+    :param unrolled: ``{dotted path of a looping recipe ("" for the top): iteration}`` for loops
+        unrolled into one TaskGroup per iteration (group id: the iteration), which are on the path.
     """
-    return ".".join(sanitize_id(label) for label in step_path)
+    path = list(step_path)
+    parts = []
+    for i, label in enumerate(path):
+        index = (unrolled or {}).get(".".join(path[:i]))
+        if index is not None:
+            parts.append(str(index))
+        parts.append(sanitize_id(label))
+    return ".".join(parts)
 
 
 def id_collisions(labels: Iterable[str]) -> list[tuple[str, str]]:

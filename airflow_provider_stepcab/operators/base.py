@@ -9,7 +9,7 @@ none of them runs anything.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 from airflow.sdk import AssetAlias, BaseOperator
 
@@ -37,6 +37,10 @@ class StepcabBaseOperator(BaseOperator):
     :param backend: parse-time backend preference (name or ``select`` list); a trigger-time
         ``conf.steps.<step>.backend`` wins over it.
     :param loop_value: the ``for_loop`` value of this (mapped) task, for steps inside a looping recipe.
+    :param loop_indices: ``{dotted path of a looping recipe: iteration}`` of the loops around this
+        task that the DAG unrolled into one TaskGroup per iteration (``dag_factory/builder.py``).
+    :param dag_loops: with ``loop_indices``: ``{dotted path: mapped?}`` of every loop of the DAG
+        (which earlier steps' XComs are per map index, which in an iteration's TaskGroup).
     :param asset_outputs: ``False`` when the step's cab has no File/Directory/MS output: the task
         then declares no :class:`AssetAlias` outlet (the DAG factory decides; an outlet costs
         Airflow work at the end of every task even when it carries no event).
@@ -48,7 +52,9 @@ class StepcabBaseOperator(BaseOperator):
     mechanism: str = ""
 
     def __init__(self, *, recipe_file: str, recipe_name: str, step_path: Sequence[str],
-                 backend: Any = None, loop_value: Any = None, asset_outputs: bool = True, **kwargs: Any) -> None:
+                 backend: Any = None, loop_value: Any = None, asset_outputs: bool = True,
+                 loop_indices: Optional[Mapping[str, int]] = None, dag_loops: Optional[Mapping[str, bool]] = None,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("trigger_rule", "none_failed")
         super().__init__(**kwargs)
         self.recipe_file = str(recipe_file)
@@ -56,6 +62,8 @@ class StepcabBaseOperator(BaseOperator):
         self.step_path = tuple(step_path)
         self.backend = backend
         self.loop_value = loop_value
+        self.loop_indices = dict(loop_indices or {})
+        self.dag_loops = dict(dag_loops or {})
         #: the runtime runner of the step while it runs (set by the backend runner; see on_kill)
         self._runner: Any = None
         if asset_outputs and not self.outlets:

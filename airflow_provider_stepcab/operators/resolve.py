@@ -162,7 +162,7 @@ class StepFetcher:
 def resolve(*, recipe: Any, loaded: Any, step_path: tuple, recipe_params: dict, overrides: Any,
             loop_value: Any, loop_index: Optional[int], fetch: Callable, backend_pref: Any,
             available: list, workdir: Any, recipe_name: str,
-            run_values: Optional[dict] = None) -> ResolvedStep:
+            run_values: Optional[dict] = None, loop_indices: Optional[dict] = None) -> ResolvedStep:
     """Resolve the cab step at ``step_path`` for a running DAG run.
 
     The recipe is walked by the one resolver (:func:`~..recipe.resolve.resolve_recipe`, Stimela's
@@ -173,6 +173,7 @@ def resolve(*, recipe: Any, loaded: Any, step_path: tuple, recipe_params: dict, 
     :param fetch: ``fetch(step_path, same_loop=, in_loop=) -> dict | None`` returns the XCom params
         of another step task.
     :param run_values: extra ``config.run`` values (:func:`dag_run_values`).
+    :param loop_indices: iterations of the unrolled loops around the step (by recipe path).
     :raises RecipeError|FormulaError|ValueError: with the step and parameter named.
     """
     from airflow_provider_stepcab.recipe.resolve import Resolver, Unresolved
@@ -183,7 +184,8 @@ def resolve(*, recipe: Any, loaded: Any, step_path: tuple, recipe_params: dict, 
     step_params = lambda path, cargo: {k: as_data(v) for k, v in overrides.params_for(path, cargo).items()}  # noqa: E731
     res = Resolver(getattr(loaded, "tree", None), problems, allow_io=True, target=tuple(step_path),
                    loop_index=loop_index, step_params=step_params, config_ns=config,
-                   cwd=str(workdir.path), resolve_links=True, fetch=StepFetcher(fetch), tag_skips=False)
+                   cwd=str(workdir.path), resolve_links=True, fetch=StepFetcher(fetch), tag_skips=False,
+                   loop_indices=loop_indices)
     resolved = None
     for rs in res.recipe(recipe, trigger_values(recipe, recipe_params), fqname=recipe_name):
         resolved = rs

@@ -222,9 +222,15 @@ def resolve_step(op: Any, context: Any) -> R.ResolvedStep:
         return R.resolve(recipe=recipe, loaded=loaded, step_path=op.step_path,
                          recipe_params=overrides.recipe_params, overrides=overrides,
                          loop_value=op.loop_value, loop_index=map_index if map_index >= 0 else None,
+                         loop_indices=loop_indices_of(op),
                          fetch=xcom.fetch, backend_pref=op.backend,
                          available=op.available_backends(), workdir=workdir,
                          recipe_name=op.recipe_name, run_values=R.dag_run_values(dag_run))
+
+
+def loop_indices_of(op: Any) -> dict:
+    """``{path of a looping recipe: iteration}`` of the unrolled loops around ``op``'s step."""
+    return {tuple(k.split(".")) if k else (): v for k, v in (getattr(op, "loop_indices", None) or {}).items()}
 
 
 def push_params(ti: Any, params: dict) -> None:
@@ -257,7 +263,13 @@ class XComReader:
         """``map_index``: that iteration of a mapped step (else this task's own, when ``same_loop``)."""
         from airflow_provider_stepcab.dag_factory.naming import task_id_for
 
-        task_id = task_id_for(self.op.recipe_name, step_path)
+        loops = getattr(self.op, "dag_loops", None)
+        if loops:  # unrolled loops in the DAG: iterations are TaskGroups, not map indices
+            task_id, mapped = self._unrolled_id(tuple(step_path), loops, map_index)
+            if not mapped:
+                map_index, in_loop, same_loop = None, False, False
+        else:
+            task_id = task_id_for(self.op.recipe_name, step_path)
         if map_index is not None:
             return self.ti.xcom_pull(task_ids=task_id, key=XCOM_PARAMS_KEY, map_indexes=map_index)
         if in_loop and same_loop and self.map_index >= 0:
@@ -266,6 +278,23 @@ class XComReader:
             values = self.ti.xcom_pull(task_ids=[task_id], key=XCOM_PARAMS_KEY)
             return [v for v in (values or []) if v is not None] or None
         return self.ti.xcom_pull(task_ids=task_id, key=XCOM_PARAMS_KEY, map_indexes=None)
+
+    def _unrolled_id(self, step_path: tuple, loops: dict, index: Optional[int]) -> tuple:
+        """``(task id, in a mapped loop?)`` of ``step_path`` in a DAG with unrolled loops: its unrolled
+        loops take this task's iteration, or for the innermost loop around it, ``index``."""
+        from airflow_provider_stepcab.dag_factory.naming import task_id_for
+
+        def around(key: str) -> bool:
+            parts = key.split(".") if key else []
+            return len(parts) < len(step_path) and list(step_path[:len(parts)]) == parts
+
+        enclosing = sorted((k for k in loops if around(k)), key=lambda k: len(k.split(".")) if k else 0)
+        innermost = enclosing[-1] if enclosing else None
+        own = getattr(self.op, "loop_indices", {}) or {}
+        unrolled = {k: own[k] for k in enclosing if not loops[k] and k in own}
+        if innermost is not None and not loops[innermost] and index is not None:
+            unrolled[innermost] = index
+        return task_id_for(self.op.recipe_name, step_path, unrolled), bool(innermost is not None and loops[innermost])
 
 
 def _airflow_config_workdir() -> Optional[str]:

@@ -302,7 +302,9 @@ class Resolver:
     :param step_outputs: fqname → values of steps that already ran (run time): they replace what
         the plan-time walk would infer for that step (``previous``/``steps.<label>``).
     :param target: stop after the cab step at this path (run time: one task resolves one step).
-    :param loop_index: with ``target``, the iteration of the (outermost) loop on its path.
+    :param loop_index: with ``target``, the iteration of the loops on its path (a DAG's mapped loop).
+    :param loop_indices: with ``target``, ``{path of a looping recipe: iteration}`` for loops on its
+        path whose iteration is fixed apart (a DAG's unrolled loops); they win over ``loop_index``.
     :param step_params: ``step_params(path, cargo) -> dict`` values merged last into a step's
         params (trigger-time overrides: data, :func:`.data.as_data`).
     :param tag_skips: a ``never`` tag skips the step (off at run time, where step selection —
@@ -315,7 +317,8 @@ class Resolver:
                  step_outputs: Optional[Mapping[str, Mapping]] = None, target: Optional[tuple] = None,
                  loop_index: Optional[int] = None, step_params: Optional[Any] = None,
                  config_ns: Optional[Mapping] = None, cwd: Optional[str] = None, resolve_links: bool = False,
-                 fetch: Optional[Any] = None, tag_skips: bool = True):
+                 fetch: Optional[Any] = None, tag_skips: bool = True,
+                 loop_indices: Optional[Mapping[tuple, int]] = None):
         from .yamlio import to_plain
         self.fetch, self.tag_skips = fetch, tag_skips
         self.cwd, self.resolve_links = cwd, resolve_links
@@ -325,9 +328,11 @@ class Resolver:
         self.step_outputs = step_outputs if step_outputs is not None else {}
         self.target = tuple(target) if target else None
         self.loop_index = loop_index
+        self.loop_indices = {tuple(k): v for k, v in (loop_indices or {}).items()}
         self.step_params = step_params
         self.done = False
         self.loops: dict = {}   # path of a looping recipe -> the values it iterates over
+        self._unknown_loop: Optional[str] = None  # key path of the loop being walked without values
         self.results: dict = {}  # path of a (sub-)recipe -> its params and outputs once walked
 
     def _eval(self, value: Any, ns: dict) -> Any:
@@ -380,11 +385,16 @@ class Resolver:
             else:
                 values = list(over) if isinstance(over, (list, tuple)) else [over]
             self.loops[path] = values
+            if self.target is None:
+                self._check_loop(fl, over, key_path or recipe.name)
+        enclosing = self._unknown_loop
+        if fl is not None and isinstance(values[0], Unresolved):
+            self._unknown_loop = key_path or recipe.name
         self._check_missing(recipe, p, key_path)
         indices = range(len(values))
-        if self.target is not None and fl is not None and self.loop_index is not None \
-                and self.target[:len(path)] == path:
-            indices = [self.loop_index] if self.loop_index < len(values) else []
+        index = self.loop_indices.get(path, self.loop_index)
+        if self.target is not None and fl is not None and index is not None and self.target[:len(path)] == path:
+            indices = [index] if index < len(values) else []
         for index in indices:
             value = values[index]
             it = dict(p)
@@ -407,7 +417,29 @@ class Resolver:
                                  sources=it_sources)
             self.results[path] = it   # params + outputs its steps provided (the last iteration's)
             if self.done:
-                return
+                break
+        self._unknown_loop = enclosing
+
+    def _check_loop(self, fl: Any, over: Any, key_path: str) -> None:
+        """Plan time: a loop whose values are known only at run time is walked once, with its
+        variable unknown (a warning says so); inside another such loop, the (outer, inner)
+        iterations can't be laid out at all (an error: neither a plan nor a DAG can unroll them)."""
+        if not isinstance(over, Unresolved) and over is not UNSET:
+            if self._unknown_loop is not None:
+                self.problems.error(fl.loc, f"{key_path}.for_loop",
+                                    f"nested for_loop inside the loop of '{self._unknown_loop}', whose values are "
+                                    "known only at run time: its iterations can't be laid out before running",
+                                    "nested-loop-unresolved")
+            return
+        why = over.reason if isinstance(over, Unresolved) else f"'{fl.over}' is not set"
+        if self._unknown_loop is not None:
+            self.problems.error(fl.loc, f"{key_path}.for_loop",
+                                f"nested for_loop over {fl.over!r} inside the loop of '{self._unknown_loop}': "
+                                f"neither loop's values are known before running ({why})", "nested-loop-unresolved")
+        else:
+            self.problems.warning(fl.loc, f"{key_path}.for_loop",
+                                  f"for_loop over {fl.over!r}: its values are known at run time ({why}); "
+                                  f"planned once, with '{fl.var}' unknown", "loop-unresolved")
 
     def _split(self, recipe: Recipe, params: Mapping, key_path: str, locs: Mapping) -> tuple[dict, dict]:
         own, step_over = {}, {}
