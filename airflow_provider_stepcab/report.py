@@ -82,33 +82,42 @@ def row_for(task: str, state: str, try_number: int, ti_start: Any, ti_end: Any, 
     return Row(task, state, try_number, submit, start, end, record)
 
 
-def collect_run(dag_id: str, run_id: str) -> list:
+def collect_run(dag_id: str, run_id: str, session: Any = None) -> list:
     """The run's task instances with their ``stepcab_resources`` XComs, in start order.
 
+    :param session: a metadata-database session (the API server's, for the UI's Report view);
+        ``None``: a new one.
     :raises LookupError: no such run.
     """
+    import contextlib
+
+    from airflow.utils.session import create_session
+
+    with (contextlib.nullcontext(session) if session is not None else create_session()) as db:
+        return _collect(db, dag_id, run_id)
+
+
+def _collect(session: Any, dag_id: str, run_id: str) -> list:
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    with create_session() as session:
-        run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
-        if run is None:
-            raise LookupError(f"no run {run_id!r} of DAG {dag_id!r} in the metadata database")
-        tis = session.scalars(select(TaskInstance).where(TaskInstance.dag_id == dag_id,
-                                                         TaskInstance.run_id == run_id)).all()
-        records = {}
-        for xcom in session.scalars(select(XComModel).where(XComModel.dag_id == dag_id, XComModel.run_id == run_id,
-                                                            XComModel.key == XCOM_KEY)).all():
-            records[(xcom.task_id, xcom.map_index)] = XComModel.deserialize_value(xcom)
-        rows = []
-        for ti in tis:
-            label = ti.task_id if ti.map_index is None or ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
-            state = str(getattr(ti.state, "value", ti.state) or "none")
-            rows.append(row_for(label, state, ti.try_number or 0, ti.start_date, ti.end_date,
-                                records.get((ti.task_id, ti.map_index))))
+    run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+    if run is None:
+        raise LookupError(f"no run {run_id!r} of DAG {dag_id!r} in the metadata database")
+    tis = session.scalars(select(TaskInstance).where(TaskInstance.dag_id == dag_id,
+                                                     TaskInstance.run_id == run_id)).all()
+    records = {}
+    for xcom in session.scalars(select(XComModel).where(XComModel.dag_id == dag_id, XComModel.run_id == run_id,
+                                                        XComModel.key == XCOM_KEY)).all():
+        records[(xcom.task_id, xcom.map_index)] = XComModel.deserialize_value(xcom)
+    rows = []
+    for ti in tis:
+        label = ti.task_id if ti.map_index is None or ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"
+        state = str(getattr(ti.state, "value", ti.state) or "none")
+        rows.append(row_for(label, state, ti.try_number or 0, ti.start_date, ti.end_date,
+                            records.get((ti.task_id, ti.map_index))))
     rows.sort(key=lambda r: (r.submit if r.submit is not None else float("inf"), r.task))
     return rows
 

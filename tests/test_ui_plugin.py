@@ -86,14 +86,15 @@ def test_plugin_is_registered(sa):
     plugins = sa.api("GET", "/plugins")["plugins"]
     [plugin] = [p for p in plugins if p["name"] == "stepcab"]
     assert {v["url_route"]: v["destination"] for v in plugin["external_views"]} == {
-        "stepcab-step": "task_instance", "stepcab-recipe": "dag"}
+        "stepcab-step": "task_instance", "stepcab-recipe": "dag", "stepcab-report": "dag_run"}
     assert "stepcab" in sa.cli("plugins").stdout
 
 
 def test_endpoints_follow_the_auth_manager(sa, loop_run):
     step = f"/stepcab/api/step/loop/{quote(loop_run, safe='')}/gather/-1"
     recipe = "/stepcab/api/recipe/loop"
-    for path in (step, recipe, step.replace("/api/", "/"), recipe.replace("/api/", "/")):
+    report = f"/stepcab/report/loop/{quote(loop_run, safe='')}"
+    for path in (step, recipe, step.replace("/api/", "/"), recipe.replace("/api/", "/"), report):
         assert get(sa, path, "admin").status_code == 200, path
         assert get(sa, path, "viewer").status_code == 200, path
         assert get(sa, path, "outsider").status_code == 403, path
@@ -103,6 +104,10 @@ def test_endpoints_follow_the_auth_manager(sa, loop_run):
     rec = get(sa, step, "viewer").json()["record"]
     assert rec["sources"]["out"] == "run conf" and rec["params"]["out"] == "merged.txt"
     assert get(sa, "/stepcab/api/step/loop/nope/gather/-1", "admin").status_code == 404
+    # the Report view: the run's tasks on a timeline with their resources (as `stepcab report`)
+    page = get(sa, report, "viewer").text
+    assert "<h2>Timeline</h2>" in page and "<svg" in page and "gather" in page and "fan-out.write[1]" in page
+    assert get(sa, "/stepcab/report/loop/nope", "admin").status_code == 404
 
 
 #: the per-step override typed into the trigger form's ``steps`` field (a JSON editor)

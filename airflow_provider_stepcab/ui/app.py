@@ -5,7 +5,9 @@ Pages (HTML, shown in the Airflow UI through the plugin's external views) and th
 JSON:
 
 - ``GET /step/{dag_id}/{run_id}/{task_id}/{map_index}`` and ``GET /api/step/...``: a task instance;
-- ``GET /recipe/{dag_id}`` and ``GET /api/recipe/{dag_id}``: the recipe behind a DAG.
+- ``GET /recipe/{dag_id}`` and ``GET /api/recipe/{dag_id}``: the recipe behind a DAG;
+- ``GET /report/{dag_id}/{run_id}``: a DAG run as ``stepcab report`` draws it (timeline of queue
+  wait and run time per task, table of resource efficiencies: :mod:`..report`).
 
 Access is Airflow's: every route depends on ``requires_access_dag`` of the API server's security
 module, so the configured auth manager decides with the caller's token (the UI's session cookie
@@ -92,5 +94,16 @@ def create_app() -> Any:
         except HTTPException as exc:
             return HTMLResponse(H.error_page(exc.status_code, str(exc.detail)), status_code=exc.status_code)
         return HTMLResponse(H.recipe_page(found))
+
+    @app.get("/report/{dag_id}/{run_id}", dependencies=step_access, response_class=HTMLResponse)
+    def report_view(dag_id: str, run_id: str, session: SessionDep) -> Any:
+        """The Report view of a DAG run (the page ``stepcab report`` writes)."""
+        from airflow_provider_stepcab.report import collect_run, render_html
+
+        try:
+            rows = collect_run(dag_id, run_id, session=session)
+        except LookupError as exc:
+            return HTMLResponse(H.error_page(404, str(exc)), status_code=404)
+        return HTMLResponse(render_html(dag_id, run_id, rows))
 
     return app

@@ -45,4 +45,6 @@ class StepcabPlugin(AirflowPlugin):
          "destination": "task_instance", "url_route": "stepcab-step"},
         {"name": "Recipe", "href": URL_PREFIX + "/recipe/{DAG_ID}", "destination": "dag",
          "url_route": "stepcab-recipe"},
+        {"name": "Report", "href": URL_PREFIX + "/report/{DAG_ID}/{RUN_ID}", "destination": "dag_run",
+         "url_route": "stepcab-report"},
     ]
