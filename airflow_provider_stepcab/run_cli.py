@@ -526,11 +526,33 @@ def prepare(argv: Sequence[str] | None) -> dict:
     if args.cache:
         conf["stepcab_cache"] = args.cache
     return {"args": args, "home": home, "recipe_file": recipe_file, "result": result, "choice": choice,
-            "conf": conf, "depth": depth}
+            "conf": conf, "depth": depth, "params": params}
 
 
 class SelectionFailed(Exception):
     """An unknown step or tag in -s/-k/-t/--skip-tags/-e (exit code 1, like Stimela)."""
+
+
+def log_namespaces(result: Any, options: Any, params: dict, workdir: str) -> tuple:
+    """``(config.run values, {fqname: namespace})`` for the per-step log paths (:mod:`.run_logs`):
+    the recipe resolved with the run's inputs, as Stimela substitutes ``opts.log`` (only when the
+    log dir or name uses names other than ``info.*``)."""
+    from airflow_provider_stepcab.operators.resolve import config_namespace
+
+    tree = getattr(result.config, "tree", None)
+    config = config_namespace(tree)
+    text = f"{options.dir}{options.name}"
+    if "{" not in text.replace("{info.", ""):
+        return config["run"], {}
+    from airflow_provider_stepcab.recipe.errors import Problems
+    from airflow_provider_stepcab.recipe.resolve import resolve_recipe
+
+    given = {k: v for k, v in params.items() if v is not None}
+    try:
+        steps = resolve_recipe(result.recipe, tree, given, problems=Problems(), config_ns=config, cwd=workdir)
+    except Exception:  # noqa: BLE001 - log file names never stop a run
+        return config["run"], {}
+    return config["run"], {rs.fqname: rs.command_ns for rs in steps}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -548,8 +570,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     recipe_name = result.name or result.recipe.name
     from airflow_provider_stepcab.run_logs import LogOptions, StepLogs
 
-    logs = StepLogs(workdir=conf["stepcab_workdir"], recipe_name=recipe_name,
-                    options=LogOptions.from_tree(getattr(result.config, "tree", None)))
+    options = LogOptions.from_tree(getattr(result.config, "tree", None))
+    run_values, namespaces = log_namespaces(result, options, job["params"], conf["stepcab_workdir"])
+    logs = StepLogs(workdir=conf["stepcab_workdir"], recipe_name=recipe_name, options=options,
+                    run_values=run_values, namespaces=namespaces)
     try:
         return _run(job, recipe_name, logs, started)
     finally:

@@ -60,20 +60,49 @@ class StepLogs:
 
     :param recipe_name: the top recipe's name (first part of every fqname).
     :param run_values: ``config.run`` values for ``{config.run.X}`` in the log name/dir.
+    :param namespaces: fqname → the recipe's namespace at that step (``root``, ``recipe``,
+        ``config`` ...: :attr:`..recipe.resolve.ResolvedStep.command_ns`), for the other names a log
+        dir/name may use, as Stimela substitutes them (``dir: '{root.dir_out}/logs'``). As in
+        Stimela 2.1.4, a recipe's own file is named before its inputs are known (only ``config``
+        and ``info``; other names give empty text), and a path that cannot be substituted (the
+        command's own ``log-stimela.txt``) keeps the default ``./log-{info.fqname}.txt``.
     """
 
     workdir: str
     recipe_name: str
     options: LogOptions = field(default_factory=LogOptions)
     run_values: dict = field(default_factory=dict)
+    namespaces: dict = field(default_factory=dict)
     _files: dict = field(default_factory=dict)
     written: list = field(default_factory=list)
 
     def path_for(self, fqname: str) -> str:
         values = {**_info(fqname), **{f"config.run.{k}": v for k, v in self.run_values.items()}}
         path = os.path.join(self.options.dir or ".", self.options.name + self.options.ext)
-        path = _BAD_CHARS.sub("_", os.path.expanduser(_substitute(path, values)))
+        path = _substitute(path, values)
+        if "{" in path and self.namespaces:
+            path = self._from_recipe(fqname, path)
+        if "{" in path:  # Stimela: "bad substitution in log path", the file logger stays as it was
+            default = LogOptions()
+            path = _substitute(os.path.join(default.dir, default.name + default.ext), values)
+        path = _BAD_CHARS.sub("_", os.path.expanduser(path))
         return os.path.join(self.workdir, path)
+
+    def _from_recipe(self, fqname: str, path: str) -> str:
+        from airflow_provider_stepcab.recipe.errors import FormulaError
+        from airflow_provider_stepcab.recipe.subst import substitute
+
+        ns, forgive = self.namespaces.get(fqname), None
+        if ns is None:  # a recipe's own file: named when only config and info are known
+            prefix = fqname + "."
+            first = next((ns for name, ns in self.namespaces.items() if name.startswith(prefix)), None)
+            if first is None:
+                return path
+            ns, forgive = {"config": first.get("config"), "info": _info(fqname)}, ""
+        try:
+            return substitute(path, ns, forgive=forgive)
+        except FormulaError:
+            return path
 
     def owner(self, step_path: tuple) -> str:
         """The fqname whose file receives the lines of ``step_path`` (``nest`` applied)."""

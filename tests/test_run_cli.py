@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,24 @@ def test_same_steps_and_log_files_as_stimela(args, tmp_path):
     mine = {p.name for p in (tmp_path / "stepcab").glob("log-selection-demo*.txt")}
     assert mine == theirs
     assert (tmp_path / "stepcab" / "log-stimela.txt").exists()
+
+
+def test_log_directory_substituted_from_the_recipe_as_stimela_does(tmp_path):
+    recipe = ROOT / "tests" / "data" / "cli" / "logdir.yml"
+    oracle = stimela_run(tmp_path / "stimela", "dir_out=out1", recipe=recipe)
+    ours = stepcab_run(tmp_path / "stepcab", str(recipe), "-N", "dir_out=out1", home=tmp_path / "home")
+    assert ours.returncode == oracle.returncode == 0, ours.stderr[-3000:]
+
+    def logs(where: Path) -> set:
+        return {str(p.relative_to(where)).replace(time.strftime("%Y%m%d"), "DATE")
+                for p in where.rglob("log-logdir-demo*.txt")}
+
+    # the steps' files under the input's directory; the recipe's own is named before its inputs
+    # are known ({root.dir_out} empty), the command's log-stimela.txt stays where it was
+    assert logs(tmp_path / "stepcab") == logs(tmp_path / "stimela") == {
+        "logs/log-DATE/log-logdir-demo.txt", "out1/logs/log-DATE/log-logdir-demo.a.txt",
+        "out1/logs/log-DATE/log-logdir-demo.b.txt"}
+    assert (tmp_path / "stepcab" / "log-stimela.txt").exists() and (tmp_path / "stimela" / "log-stimela.txt").exists()
 
 
 def test_exit_codes_dry_run_and_nothing_selected(tmp_path):
