@@ -215,6 +215,47 @@ def test_plan_script_comments_and_commands_are_inert(recipe, step, cab, param, v
         assert_no_injection(root, out.stdout)
 
 
+def _engine_recorder(root: Path) -> Path:
+    """A stand-in for podman/apptainer in ``plan --script``: prints ``ENGINE`` and its arguments."""
+    path = root / "engine-recorder"
+    path.write_text("#!/bin/sh\nprintf '%s\\0' ENGINE \"$@\"\n")
+    path.chmod(0o755)
+    return path
+
+
+@FEW
+@given(value=plain_value, workdir=component, backend=st.sampled_from(["podman", "docker", "singularity"]))
+def test_plan_script_container_lines_are_inert(value, workdir, backend):
+    """The container backends' lines of ``plan --script`` (image build, mkdir, ephemeral dirs, the
+    engine's argv) pass a hostile value and working directory as data."""
+    with scratch() as root:
+        path = _recipe(root, "r", "s", "c", "v", value)
+        doc = yaml.safe_load(path.read_text())
+        doc["cabs"]["c"]["image"] = {"name": "example/tool", "version": "1"}
+        path.write_text(yaml.safe_dump(doc, allow_unicode=False))
+        result = load_recipe_result(str(path), "r")
+        assert not result.problems.errors and result.recipe is not None, [str(p) for p in result.problems]
+        cwd = root / "work" / workdir
+        cwd.mkdir()
+        from airflow_provider_stepcab.runtime.containers import LocalFs
+
+        text, problems = recipe_script(result.recipe, result.config, {}, cwd=str(cwd), backend=backend,
+                                       fs=LocalFs())
+        assert not problems.errors, [str(p) for p in problems]
+        script = root / "run.sh"
+        script.write_text(text)
+        engine = str(_engine_recorder(root))
+        out = subprocess.run(["sh", str(script)], capture_output=True, cwd=cwd, timeout=20,
+                             env={**_env(root), "STEPCAB_PODMAN": engine, "STEPCAB_SINGULARITY": engine})
+        assert out.returncode == 0, (text, out.stderr)
+        words = [w.decode("utf-8") for w in out.stdout.split(b"\0")[:-1]]
+        runs = [i for i, w in enumerate(words) if w == "ENGINE"]
+        assert runs, (text, words)
+        last = words[runs[-1] + 1:]  # the run (after a build, for singularity)
+        assert last[-len(RECORDER) - 1:] == [*RECORDER, value], (text, last)
+        assert_no_injection(root, out.stdout, out.stderr)
+
+
 # --------------------------------------------------------------------------- sbatch script
 
 def _sbatch_options(script: Path, root: Path) -> dict:
