@@ -247,6 +247,10 @@ def resolve(*, recipe: Any, loaded: Any, step_path: tuple, recipe_params: dict, 
         raise FormulaError("; ".join(f"{fqname}.{k}: {v.reason}" for k, v in pending.items()))
     values = {k: v for k, v in values.items() if not isinstance(v, Unresolved)}
     cab = step.cab
+    if cab is not None and cab.dynamic_schema and not skip_reason:  # the schema for these values
+        from airflow_provider_stepcab.recipe.dynamic_schema import apply_dynamic_schema
+
+        cab = apply_dynamic_schema(cab, values)
     out = ResolvedStep(fqname=fqname, step_path=tuple(step_path), step=step, cab=cab, params=values,
                        ns={**resolved.command_ns, "current": values}, workdir=workdir, skip_reason=skip_reason,
                        config=loaded)
