@@ -18,7 +18,7 @@ import numpy as np
 PREFIX = "kat7"
 MS = "kat7.ms"
 #: the true sky of sky.txt: (name, RA deg, Dec deg, Jy)
-SKY = [("src0", 0.0, -30.0, 10.0), ("src1", 20.0 / 60 * 15, -29 - 40 / 60, 4.0),
+SKY = [("src0", 0.0, -30.0, 10.0), ("src1", 80.0 / 3600 * 15, -29 - 40 / 60, 4.0),
        ("src2", (23 + 58.5 / 60) * 15 - 360, -30 - 25 / 60, 2.5)]
 
 
