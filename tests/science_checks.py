@@ -18,7 +18,7 @@ import numpy as np
 PREFIX = "kat7"
 MS = "kat7.ms"
 #: the true sky of sky.txt: (name, RA deg, Dec deg, Jy)
-SKY = [("src0", 0.0, -30.0, 10.0), ("src1", 20.0 / 60 * 15, -29 - 40 / 60, 4.0),
+SKY = [("src0", 0.0, -30.0, 10.0), ("src1", 80.0 / 3600 * 15, -29 - 40 / 60, 4.0),
        ("src2", (23 + 58.5 / 60) * 15 - 360, -30 - 25 / 60, 2.5)]
 
 
@@ -132,8 +132,8 @@ def products(work: str) -> dict:
     out["stats"]["calibrate:gains"] = np.abs(xds.gains.values).ravel().tolist()
     with fits.open(os.path.join(work, f"{PREFIX}-srl.fits")) as hdul:
         rows = hdul[1].data
-        out["stats"]["catalogue:rows"] = sorted([round(float(r), 6), round(float(d), 6), round(float(s), 6)]
-                                                for r, d, s in zip(rows["RA"], rows["DEC"], rows["Total_flux"]))
+        sources = sorted((float(r), float(d), float(s)) for r, d, s in zip(rows["RA"], rows["DEC"], rows["Total_flux"]))
+        out["stats"]["catalogue:rows"] = [value for source in sources for value in source]
     out["files"]["stats:fidelity"] = sorted(os.path.basename(p) for p in glob.glob(os.path.join(work, f"{PREFIX}-fidelity*")))
     return out
 

@@ -232,3 +232,18 @@ def test_casa_error_fails_step():
     result, log = NativeRunner().run(["bash", "-c", "printf 'x\\tSEVERE\\tflagdata::x  bad table\\n'"],
                                      log=Log(), wranglers=Wranglers.for_cab(cab)), None
     assert not result.success and result.errors[1] == "CASA error: \tSEVERE\tflagdata::x  bad table"
+
+
+def test_stdout_is_a_terminal_only_for_steps_asking_for_it():
+    """``STEPCAB_STDOUT_TTY=1`` in a step's environment (tricolour's cab in the science example)
+    gives its stdout a pseudo-terminal; other steps keep a pipe, as in Stimela."""
+    code = "import os; print('tty' if os.isatty(1) else 'pipe')"
+    seen = {}
+    for flag in ("1", None):
+        env = dict(os.environ, STEPCAB_STDOUT_TTY=flag) if flag else {k: v for k, v in os.environ.items()
+                                                                      if k != "STEPCAB_STDOUT_TTY"}
+        lines = []
+        result = NativeRunner().run([sys.executable, "-c", code], env=env, log=lambda _lvl, text: lines.append(text))
+        assert result.success
+        seen[flag] = lines
+    assert seen == {"1": ["tty"], None: ["pipe"]}

@@ -212,6 +212,7 @@ def resolve(*, recipe: Any, loaded: Any, step_path: tuple, recipe_params: dict, 
         raise FormulaError("; ".join(f"{fqname}.{k}: {v.reason}" for k, v in pending.items()))
     values = {k: v for k, v in values.items() if not isinstance(v, Unresolved)}
     cab = step.cab
+    # (a dynamic_schema cab: ``step.cab`` is already the schema for these values, recipe/resolve.py)
     out = ResolvedStep(fqname=fqname, step_path=tuple(step_path), step=step, cab=cab, params=values,
                        ns={**resolved.command_ns, "current": values}, workdir=workdir, skip_reason=skip_reason,
                        config=loaded, sources={k: resolved.sources.get(k, "step") for k in values})

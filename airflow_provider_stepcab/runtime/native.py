@@ -25,6 +25,9 @@ from .process import ProcessHandle, ProcessTimeout, run_streaming
 
 LogFn = Callable[[int, str], None]
 
+#: a step whose environment sets this to ``1`` runs with its stdout on a pseudo-terminal
+STDOUT_TTY_ENV = "STEPCAB_STDOUT_TTY"
+
 
 class RlimitError(ValueError):
     """An ``rlimits`` entry names an unknown resource or exceeds the hard limit."""
@@ -116,12 +119,13 @@ class NativeRunner:
     :param tail_lines: how many displayed lines :attr:`RunResult.tail` keeps.
     :param stdout_tty: the child's stdout is a pseudo-terminal (stderr stays a pipe), as when a
         step is run by hand in a shell: tools that wait or buffer when stdout is not a terminal
-        (tricolour's five-minute progress-bar wait) don't. Stimela gives it a pipe
-        (docs/divergences.md).
+        (tricolour's five-minute progress-bar wait) don't. ``None`` (default): only for a run
+        whose environment sets ``STEPCAB_STDOUT_TTY=1`` (a cab's ``management.environment``;
+        Stimela passes it on and ignores it). Stimela always gives a pipe (docs/divergences.md).
     """
 
     def __init__(self, *, rlimits: Optional[Mapping[str, Any]] = None, kill_grace: float = 5.0,
-                 tail_lines: int = 20, stdout_tty: bool = True):
+                 tail_lines: int = 20, stdout_tty: Optional[bool] = None):
         self.stdout_tty = stdout_tty
         self.rlimits = dict(rlimits or {})
         self.kill_grace = kill_grace
@@ -129,6 +133,11 @@ class NativeRunner:
         self._handle: Optional[ProcessHandle] = None
         self._kill_requested = False
         self._lock = threading.Lock()
+
+    def _tty_for(self, env: Optional[Mapping[str, str]]) -> bool:
+        if self.stdout_tty is not None:
+            return self.stdout_tty
+        return (os.environ if env is None else env).get(STDOUT_TTY_ENV) == "1"
 
     def run(self, argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
             timeout: Optional[float] = None, wranglers: Optional[Wranglers] = None, log: LogFn,
@@ -166,7 +175,7 @@ class NativeRunner:
         try:
             exit_code: Optional[int] = run_streaming(
                 argv, env=env, cwd=cwd, timeout=timeout, on_line=on_line, on_start=on_start,
-                preexec_fn=preexec, kill_grace=self.kill_grace, measure=True, stdout_tty=self.stdout_tty)
+                preexec_fn=preexec, kill_grace=self.kill_grace, measure=True, stdout_tty=self._tty_for(env))
         except ProcessTimeout as exc:
             timed_out, exit_code = True, exc.returncode
         finally:
