@@ -153,27 +153,22 @@ class ResolvedStep:
 def given_source(value: Any) -> str:
     """Where ``value``, as given to the resolver, comes from (:mod:`.sources`): ``run conf`` for
     trigger-time data (:func:`~.data.as_data`: a :class:`~.data.ConfValue` in it)."""
-    return _written(value, data=_holds_conf_value(value))
+    return _written(value, data=_holds(value, ConfValue))
 
 
-def _holds_conf_value(value: Any) -> bool:
-    if isinstance(value, ConfValue):
+def _holds(value: Any, kind: type) -> bool:
+    """``value`` is, or holds in a list/tuple item or mapping value, an instance of ``kind``."""
+    if isinstance(value, kind):
         return True
     if isinstance(value, (list, tuple)):
-        return any(_holds_conf_value(v) for v in value)
+        return any(_holds(v, kind) for v in value)
     if isinstance(value, Mapping):
-        return any(_holds_conf_value(v) for v in value.values())
+        return any(_holds(v, kind) for v in value.values())
     return False
 
 
 def _contains_unresolved(value: Any) -> bool:
-    if isinstance(value, Unresolved):
-        return True
-    if isinstance(value, (list, tuple)):
-        return any(_contains_unresolved(v) for v in value)
-    if isinstance(value, Mapping):
-        return any(_contains_unresolved(v) for v in value.values())
-    return False
+    return _holds(value, Unresolved)
 
 
 def _walk(ns: Any, ref: str) -> Any:
