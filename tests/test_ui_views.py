@@ -36,7 +36,7 @@ def test_step_record_normalises_the_documented_shape():
     assert rec["argv"] == ["echo", "1"] and rec["params"] == {"n": [1, 2]} and rec["outputs"] == ["a.txt"]
     assert rec["command"] is None and rec["pod"] is None and rec["script"] is None and rec["image"] is None
     assert set(rec) == {"fqname", "cab", "backend", "image", "workdir", "argv", "command", "script", "pod",
-                        "pod_name", "pod_phase", "params", "sources", "outputs", "skip_reason", "doc"}
+                        "pod_name", "pod_phase", "params", "sources", "outputs", "skip_reason", "cache", "doc"}
     assert "run conf" in SOURCES and "cab default" in SOURCES
 
 
