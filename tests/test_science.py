@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stimela_run import need_stimela
+from stimela_run import need_stimela
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
