@@ -65,11 +65,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def in_ci() -> bool:
-    """True on CI, where missing test dependencies must fail rather than skip."""
-    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
-
-
 def have_loader() -> bool:
     """True once the real DAG loader and at least one example recipe exist."""
     return LOADER.is_file() and any(EXAMPLE_RECIPES.glob("*.y*ml"))

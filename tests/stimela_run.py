@@ -10,7 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
+from needs import missing
 
 ROOT = Path(__file__).resolve().parents[1]
 STIMELA = Path(os.environ.get("ORACLE_VENV", ROOT / ".oracle-venv")) / "bin" / "stimela"
@@ -20,10 +20,7 @@ SELECTION_RECIPE = ROOT / "tests" / "data" / "cli" / "selection.yml"
 def need_stimela() -> Path:
     """The oracle's ``stimela``; a skip without it (a failure under CI)."""
     if not STIMELA.exists():
-        message = f"no Stimela 2.1.4 oracle at {STIMELA} (make oracle)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"no Stimela 2.1.4 oracle at {STIMELA} (make oracle)")
     return STIMELA
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_harness import Standalone, StandaloneError, have_loader, in_ci
+from airflow_harness import Standalone, StandaloneError, have_loader
+from needs import missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.browser]
 
@@ -37,9 +38,7 @@ def _require_browser():
         except ImportError:
             problem = "python package playwright missing (pip install playwright)"
     if problem:
-        if in_ci():
-            pytest.fail(f"browser test cannot run on CI: {problem}")
-        pytest.skip(problem)
+        missing(f"browser test cannot run here: {problem}")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from airflow_harness import in_ci
+from needs import missing
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = REPO / "docker"
@@ -37,9 +37,7 @@ SLURM_SERVICES = ("slurm-login", "slurm-compute")
 
 
 def _missing(what: str) -> None:
-    if in_ci():
-        pytest.fail(f"{what} is missing on CI")
-    pytest.skip(f"{what} is not installed")
+    missing(f"{what} is not installed")
 
 
 def compose_command() -> list[str]:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from needs import missing
+
 from airflow_provider_stepcab.plan.steps import plan_recipe
 from airflow_provider_stepcab.recipe.api import load_recipe
 
@@ -34,19 +36,14 @@ PATTERNS = CORPUS / "patterns"
 
 def _corpus_or_fail() -> None:
     if not PATTERNS.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"shared corpus missing: {PATTERNS}")
-        pytest.skip(f"shared corpus missing: {PATTERNS}")
+        missing(f"shared corpus missing: {PATTERNS}")
 
 
 def _oracle_python() -> str:
     script = ROOT / "scripts" / "oracle-venv.sh"
     proc = subprocess.run(["bash", str(script)], capture_output=True, text=True)
     if proc.returncode != 0:
-        message = f".oracle-venv (stimela 2.1.4) could not be built: {proc.stderr.strip()[-300:]}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f".oracle-venv (stimela 2.1.4) could not be built: {proc.stderr.strip()[-300:]}")
     return os.path.join(os.environ.get("ORACLE_VENV", str(ROOT / ".oracle-venv")), "bin", "python")
 
 
@@ -263,7 +260,7 @@ def quartical(tmp_path_factory) -> tuple:
     """``(spec, calls)``: the quartical recipe and what Stimela 2.1.4 runs for it (run once)."""
     _corpus_or_fail()
     if importlib.util.find_spec("cultcargo") is None:
-        (pytest.fail if os.environ.get("CI") else pytest.skip)("cult-cargo is not installed")
+        missing("cult-cargo is not installed")
     tmp_path = tmp_path_factory.mktemp("quartical")
     path = tmp_path / "quartical.yml"
     path.write_text(QUARTICAL)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from airflow_harness import in_ci
+from needs import missing
 from recipe_helpers import write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,9 +81,7 @@ def test_recipe_choice(files, args, expected):
 
 def test_recipe_choice_is_stimelas(files):
     if not ORACLE.exists():
-        if in_ci():
-            pytest.fail(f"{ORACLE} missing (make oracle)")
-        pytest.skip(f"{ORACLE} missing (make oracle)")
+        missing(f"{ORACLE} missing (make oracle)")
     picked = re.compile(r"selecting '([^']+)'|selected recipe is '([^']+)'|found single recipe '([^']+)'")
     for args, _ in CASES:
         out = subprocess.run([str(ORACLE), "run", "--native", *args], capture_output=True, text=True,

@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 from airflow_harness import (LOADER, VENV_BIN, Standalone, StandaloneError, _group_alive, free_port,
-                             have_loader, in_ci)
+                             have_loader)
+from needs import in_ci
 from slurm_cluster import slurm_cluster  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]

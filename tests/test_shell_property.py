@@ -27,6 +27,8 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from needs import missing
+
 from airflow_provider_stepcab.plan.flavours import venv_wrap
 from airflow_provider_stepcab.plan.sbatch import SlurmJobSpec, build_sbatch_script
 from airflow_provider_stepcab.plan.script import quote_argv, recipe_script
@@ -286,9 +288,7 @@ def _sbatch_options(script: Path, root: Path) -> dict:
 
 def _need(tool: str) -> None:
     if shutil.which(tool) is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{tool} is not installed")
-        pytest.skip(f"{tool} is not installed")
+        missing(f"{tool} is not installed")
 
 
 @CASES
