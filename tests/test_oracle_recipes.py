@@ -356,3 +356,18 @@ def test_nested_loops_through_stepcab_run_as_stimela_runs_them(tmp_path):
     for scan in range(2):
         mine, stimela = ours[5 * scan:5 * scan + 5], theirs[5 * scan:5 * scan + 5]
         assert [mine[0], sorted(mine[1:4]), mine[4]] == [stimela[0], sorted(stimela[1:4]), stimela[4]]
+
+
+@pytest.mark.airflow
+def test_quartical_term_params_given_at_trigger_time_as_stimela_takes_them(quartical, tmp_path):
+    """Term params that only the hook adds, given for the run (``stimela run ... solve.K.time_interval=2``):
+    through the run conf's ``steps.solve.params`` and as a ``-p solve.G.time_interval=8`` parameter,
+    the command line Stimela runs."""
+    spec, _ = quartical
+    given = {"solve.K.time_interval": "2", "solve.G.time_interval": "8"}
+    theirs = stimela_calls(tmp_path / "oracle", {**spec, "params": given})
+    assert {"K.time_interval=2", "G.time_interval=8"} <= set(theirs[0])
+    conf = json.dumps({"steps": {"solve": {"params": {"K.time_interval": 2}}}})
+    ours = stepcab_run_calls(tmp_path / "ours", {**spec, "params": {"solve.G.time_interval": "8"}},
+                             "--backend", "native", "--conf", conf)
+    assert ours == theirs
