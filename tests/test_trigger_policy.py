@@ -327,3 +327,36 @@ def test_step_params_for_a_dynamic_schema_stay_data(quartical):
         assert "conf.steps.solve.params.B.type: no such parameter" in refused(conf, quartical)
     ov = parse({"terms": ["=['B']"], "steps": {"solve": {"params": {"=['B'].type": "delay"}}}}, quartical)
     assert is_data(ov.params_for(("solve",), quartical[0].steps["solve"].cargo))
+
+
+NESTED = """\
+cabs:
+  say: {command: echo, inputs: {scan: {dtype: int, policies: {positional: true}}}}
+inner:
+  inputs: {scan: int}
+  for_loop: {var: stokes, over: [I, V]}
+  steps:
+    image: {cab: say, params: {scan: =recipe.scan}}
+outer:
+  inputs:
+    scans: {dtype: "List[int]", default: [3, 5]}
+    label: {dtype: str, default: x}
+  for_loop: {var: scan, over: scans}
+  steps:
+    pol: {recipe: inner, params: {scan: =recipe.scan}}
+"""
+
+
+def test_an_input_laying_out_an_unrolled_loop_cant_change_at_trigger_time(tmp_path):
+    path = tmp_path / "nested.yml"
+    path.write_text(NESTED)
+    recipe, loaded = load_recipe(str(path), "outer")
+    nested = (recipe, loaded.tree)
+    message = refused({"scans": [7]}, nested)
+    assert "conf.scans: [7] differs from the recipe's default [3, 5]" in message
+    assert "unrolls it into one TaskGroup per value when it is parsed" in message and "stepcab run" in message
+    # the form's untouched default, or the same values written otherwise, are the recipe's
+    for given in ({"scans": [3, 5]}, {"scans": ["3", "5"]}):
+        ov = parse(given, nested, params={"scans": [3, 5], "label": "y"})
+        assert ov.recipe_params == {"scans": [3, 5], "label": "y"} and ov.from_conf == {"label"}
+    assert "conf.scans:" in refused({"label": "y", "scans": [3]}, nested)

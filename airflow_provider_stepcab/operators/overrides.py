@@ -29,6 +29,10 @@ a step tagged ``never`` runs only when selected by name or tag; a ``select`` ent
 step unskips it (``skip``, ``skip_if_outputs``), as ``-s STEP`` does. A name or tag that the
 recipe does not have fails the run (every task) with a message naming it.
 
+A recipe input whose default lays out the DAG (the values of a ``for_loop`` unrolled into one
+TaskGroup per value because it holds another loop, :mod:`..dag_factory.unrolling`) can't be given
+another value: the conf is refused, saying why.
+
 More specific keys win: ``"*"`` < globs < the exact path. A key that matches no step,
 a parameter unknown to the step (for a ``dynamic_schema`` cab: one its hook does not add for the
 values the recipe resolves to in this run, :func:`~..recipe.step_schemas.accepted_schemas`, as
@@ -247,8 +251,11 @@ def _form_default(recipe: Any, name: str) -> Any:
 
 def _recipe_value(recipe: Any, name: str, value: Any, key: str, errors: list) -> tuple[Any, bool]:
     """``(value, from the user)`` of a trigger-time recipe input: the recipe's own default when the
-    form left it untouched (trusted: it is the file's), else the checked value as data."""
+    form left it untouched (trusted: it is the file's), else the checked value as data. An input
+    that lays out the DAG (:func:`~..dag_factory.unrolling.fixed_inputs`) can't take another value."""
+    from airflow_provider_stepcab.dag_factory.unrolling import fixed_input_note, fixed_inputs
     from airflow_provider_stepcab.recipe.model import UNSET
+    from airflow_provider_stepcab.recipe.yamlio import to_plain
 
     default = _form_default(recipe, name)
     if default is not _NO_DEFAULT and default is not None and value == default:
@@ -257,6 +264,12 @@ def _recipe_value(recipe: Any, name: str, value: Any, key: str, errors: list) ->
         return (raw, False) if raw is not UNSET else (value, False)
     checked, problems = check_param(key, _schema(recipe, name), value)
     errors.extend(problems)
+    fixed = fixed_inputs(recipe)
+    if name in fixed and not problems:
+        if checked == check_param(key, _schema(recipe, name), fixed[name])[0]:
+            return fixed[name], False
+        errors.append(f"{key}: {value!r} differs from the recipe's default {to_plain(fixed[name])!r}, and "
+                      f"{fixed_input_note(name)}")
     return as_data(checked), True
 
 
