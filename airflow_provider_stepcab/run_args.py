@@ -8,6 +8,7 @@ Nothing here imports Airflow; :mod:`.run_cli` runs what this reads.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -287,6 +288,26 @@ def load(recipe_file: str, name: str | None, *, last: bool) -> Any:
     if result.recipe is None or result.problems.errors:
         raise UsageError("\n".join(str(p) for p in result.problems.errors) or f"{recipe_file}: no recipe")
     return result
+
+
+def with_layout_defaults(settings: dict, recipe: Any, params: dict) -> dict:
+    """``settings`` plus recipe defaults for the given inputs that lay out the DAG (the values of
+    an unrolled ``for_loop``, :func:`~.dag_factory.unrolling.fixed_inputs`): the DAG this run
+    parses then has the shape of the values given, as a DAG run can't change it. Unchanged when no
+    such input is given another literal value (a formula-looking value stays data for the run conf,
+    which then refuses it, saying why)."""
+    from airflow_provider_stepcab.dag_factory.unrolling import fixed_inputs
+    from airflow_provider_stepcab.recipe.deferred import contains_deferred
+
+    fixed = fixed_inputs(recipe)
+    given = {k: v for k, v in params.items()
+             if k in fixed and v is not None and not contains_deferred(v) and v != fixed[k]}
+    if not given:
+        return settings
+    out = copy.deepcopy(settings)
+    out.setdefault("lib", {}).setdefault("recipes", {}).setdefault(recipe.name, {}).setdefault(
+        "defaults", {}).update(given)
+    return out
 
 
 # --------------------------------------------------------------------------- step selection

@@ -269,9 +269,24 @@ def test_nested_loop_with_a_literal_outer_list_is_unrolled_into_task_groups(tmp_
     assert [g for g in dag.task_group_dict if g.endswith("pol")] == ["0.pol", "1.pol"]  # mapped inside each
 
 
+def test_nested_loop_over_an_input_default_is_unrolled_and_the_input_fixed(tmp_path):
+    """``over: scans`` with a literal default: known at parse time, so unrolled as a literal list is;
+    the trigger form shows the default and says a run can't change it."""
+    (tmp_path / "nested.yml").write_text(NESTED.replace("OVER", "scans"))
+    dag = build_dags(files=[str(tmp_path / "nested.yml")], on_error="raise")["nested__outer"]
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert sorted(tasks) == ["0.pol.image", "0.pre", "1.pol.image", "1.pre"]
+    assert tasks["1.pol.image"].loop_indices == {"": 1} and tasks["1.pre"].upstream_task_ids == {"0.pol.image"}
+    assert [g for g in dag.task_group_dict if g.endswith("pol")] == ["0.pol", "1.pol"]
+    assert dag.task_group_dict["0"].tooltip == "scan=3"
+    scans = dag.params.get_param("scans")
+    assert scans.value == [3, 5] and "fixed for this DAG, a run can't change it" in scans.description
+    assert "stepcab run" in scans.description
+
+
 def test_nested_loop_whose_outer_values_are_known_only_at_run_time_is_an_error_with_its_line(tmp_path):
     path = tmp_path / "nested.yml"
-    path.write_text(NESTED.replace("OVER", "scans"))
+    path.write_text(NESTED.replace("OVER", "scans").replace("default: [3, 5]", 'default: "=GLOB(scan*)"'))
     with pytest.raises(RecipeImportError) as info:
         build_dags(files=[str(path)], on_error="raise")
     line = NESTED.splitlines().index("  for_loop: {var: stokes, over: [I, V]}") + 1

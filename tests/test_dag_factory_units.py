@@ -208,3 +208,48 @@ def test_error_key_follows_airflow_convention(tmp_path):
     assert error_key(str(recipe), _Result(str(loader)), str(loader)) == str(recipe)
     outside = "/elsewhere/y.yml"
     assert error_key(outside, _Result("sub/stepcab_dags.py"), str(loader)) == outside
+
+
+WSCLEAN_DATAFLOW = """\
+_include:
+  - (cultcargo)wsclean.yml
+opts:
+  airflow: {parallel: dataflow}
+cabs:
+  show:
+    command: echo
+    inputs:
+      image: {dtype: File, policies: {positional: true}}
+img:
+  steps:
+    image: {cab: wsclean, params: {ms: a.ms, prefix: out/im, size: 64, scale: 1asec, nchan: 4}}
+    other: {cab: show, params: {image: b.fits}}
+    show-mfs: {cab: show, params: {image: out/im-MFS-image.fits}}
+    show-band: {cab: show, params: {image: out/im-0002-residual.fits}}
+    show-psf: {cab: show, params: {image: out/im-psf.fits}}
+"""
+
+
+def test_dataflow_sees_the_outputs_a_dynamic_schema_adds(tmp_path):
+    """cult-cargo's wsclean names its images only in its dynamic schema (``restored.mfs``:
+    ``{current.prefix}-MFS-image.fits``, ``residual.per-band``: a ``GLOB``): steps reading them wait
+    for the imaging step, in the DAG too; a step reading an image wsclean doesn't make here (no
+    ``make-psf``) or another file runs beside it."""
+    import importlib.util
+    import os
+
+    from airflow_provider_stepcab.dag_factory.builder import compile_dag
+    from airflow_provider_stepcab.dag_factory.settings import airflow_section, parse_settings
+    from airflow_provider_stepcab.recipe.api import load_recipe
+
+    if importlib.util.find_spec("cultcargo") is None:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("cult-cargo is not installed")
+    path = tmp_path / "wsclean.yml"
+    path.write_text(WSCLEAN_DATAFLOW)
+    recipe, loaded = load_recipe([str(path)], "img")
+    assert dataflow.infer_dependencies(recipe) == {"image": [], "other": [], "show-mfs": ["image"],
+                                                   "show-band": ["image"], "show-psf": []}
+    problems = Problems()
+    spec = compile_dag(dag_id="img", recipe=recipe, recipe_file=str(path), operator_class=None, problems=problems,
+                       settings=parse_settings(airflow_section(loaded.tree), "img", problems), config_tree=loaded.tree)
+    assert sorted(spec["body"]["edges"]) == [["image", "show-band"], ["image", "show-mfs"]]

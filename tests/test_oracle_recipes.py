@@ -194,6 +194,13 @@ def _layout():
 
 def stepcab_run_calls(scratch: Path, spec: dict, *args: str) -> list:
     """Every command ``stepcab run`` (real Airflow, ``dag.test``) executes in the layout Stimela got."""
+    proc, calls = stepcab_run(scratch, spec, *args)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return calls
+
+
+def stepcab_run(scratch: Path, spec: dict, *args: str) -> tuple:
+    """``(completed process, commands executed)`` of ``stepcab run`` in the layout Stimela got."""
     layout = _layout()
     scratch.mkdir(parents=True)
     cwd, env_vars = layout.prepare(str(scratch), spec)
@@ -205,8 +212,7 @@ def stepcab_run_calls(scratch: Path, spec: dict, *args: str) -> list:
     for name, value in (spec.get("params") or {}).items():
         cmd += ["-p", f"{name}={value}"]
     proc = subprocess.run(cmd + list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return layout.recorded(env_vars)
+    return proc, layout.recorded(env_vars)
 
 
 @pytest.mark.airflow
@@ -353,3 +359,44 @@ def test_nested_loops_through_stepcab_run_as_stimela_runs_them(tmp_path):
     for scan in range(2):
         mine, stimela = ours[5 * scan:5 * scan + 5], theirs[5 * scan:5 * scan + 5]
         assert [mine[0], sorted(mine[1:4]), mine[4]] == [stimela[0], sorted(stimela[1:4]), stimela[4]]
+
+
+@pytest.mark.airflow
+def test_quartical_term_params_given_at_trigger_time_as_stimela_takes_them(quartical, tmp_path):
+    """Term params that only the hook adds, given for the run (``stimela run ... solve.K.time_interval=2``):
+    through the run conf's ``steps.solve.params`` and as a ``-p solve.G.time_interval=8`` parameter,
+    the command line Stimela runs."""
+    spec, _ = quartical
+    given = {"solve.K.time_interval": "2", "solve.G.time_interval": "8"}
+    theirs = stimela_calls(tmp_path / "oracle", {**spec, "params": given})
+    assert {"K.time_interval=2", "G.time_interval=8"} <= set(theirs[0])
+    conf = json.dumps({"steps": {"solve": {"params": {"K.time_interval": 2}}}})
+    ours = stepcab_run_calls(tmp_path / "ours", {**spec, "params": {"solve.G.time_interval": "8"}},
+                             "--backend", "native", "--conf", conf)
+    assert ours == theirs
+
+
+@pytest.mark.airflow
+def test_nested_loops_over_an_input_default_through_stepcab_run_as_stimela_runs_them(tmp_path):
+    """``over: scans`` (default ``[3, 5]``) holding the Stokes loop: the DAG unrolls the scans at
+    parse time. ``stepcab run -p scans=[7]`` re-parses with that value and runs what Stimela runs
+    for ``scans=[7]``; a run conf giving another value to the DAG made for the default fails before
+    any step runs, saying why."""
+    path = tmp_path / "nested.yml"
+    path.write_text(NESTED_LOOPS)
+    spec = {"files": [str(path)], "recipe": "jove-pol-loop", "executables": ["echo"]}
+
+    def per_scan(calls: list) -> list:  # mapped Stokes instances: Airflow picks their order
+        return [[c[0], sorted(c[1:4]), c[4]] for c in (calls[i:i + 5] for i in range(0, len(calls), 5))]
+
+    theirs = stimela_calls(tmp_path / "oracle", spec)
+    assert len(theirs) == 10
+    assert per_scan(stepcab_run_calls(tmp_path / "ours", spec)) == per_scan(theirs)
+    given = {**spec, "params": {"scans": "[7]"}}
+    theirs = stimela_calls(tmp_path / "oracle7", given)
+    assert len(theirs) == 5 and theirs[0] == ["echo", "7", "X"]
+    assert per_scan(stepcab_run_calls(tmp_path / "ours7", given)) == per_scan(theirs)
+    proc, ran = stepcab_run(tmp_path / "conf7", spec, "--conf", json.dumps({"scans": [7]}))
+    assert proc.returncode != 0 and ran == []
+    assert "conf.scans: [7] differs from the recipe's default [3, 5]" in proc.stdout + proc.stderr
+    assert "use `stepcab run`, which re-parses the recipe" in proc.stdout + proc.stderr

@@ -62,7 +62,7 @@ CORPUS_RECIPES = [
 #: inputs a recipe needs in its run directory (``stepcab plan`` does not look; a run checks them)
 LAYOUT = {"test_casa": {"dirs": ["test-a.ms", "demo-D147.ms"]}}
 # left out: example_recipes/slurm_demo.yml (wraps its steps in Slurm: tests/test_slurm_*.py);
-# test_scatter.yml nested_loop (a for_loop inside a for_loop: Airflow cannot map it, no DAG);
+# test_scatter.yml nested_loop (3 × 2 × 10 mapped instances: too slow for this test; its shape is unrolled);
 # test_nesting.yml demo_recipe and test_scatter.yml basic_loop: their DAGs' trigger params reject
 # the recipes' own int defaults for untyped/str inputs (known, like ddf-mosaic in test_oracle_recipes.py)
 

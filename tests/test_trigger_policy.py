@@ -255,3 +255,108 @@ def test_values_from_the_conf_are_data_and_untouched_defaults_the_recipes(pol):
     assert ov.from_conf == {"name"}  # n is the form's untouched default: the recipe's own value
     assert isinstance(ov.recipe_params["name"], ConfValue) and is_data(ov.params_for(("a",), pol[0].steps["a"].cargo))
     assert not isinstance(ov.recipe_params["n"], ConfValue)
+
+
+# ------------------------------------------------------------ params a cab's dynamic schema adds
+QUARTICAL = """\
+_include:
+  - (cultcargo)quartical.yml
+cal:
+  inputs:
+    terms: {dtype: "List[str]", default: [K, G]}
+  steps:
+    solve:
+      cab: quartical
+      params: {input_ms.path: a.ms, solver.terms: =recipe.terms, K.type: delay}
+    note:
+      cab: quartical
+      params: {input_ms.path: a.ms}
+"""
+
+
+@pytest.fixture(scope="module")
+def quartical(tmp_path_factory):
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("cultcargo") is None:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("cult-cargo is not installed")
+    path = tmp_path_factory.mktemp("quartical") / "quartical.yml"
+    path.write_text(QUARTICAL)
+    recipe, loaded = load_recipe(str(path), "cal")
+    return recipe, loaded.tree
+
+
+def test_step_params_a_dynamic_schema_adds_are_taken(quartical):
+    """quartical's hook adds ``{term}.{option}`` for each of ``solver.terms`` (here from a recipe
+    input): the conf may set them, checked against the hook's schema, and they reach the step."""
+    recipe = quartical[0]
+    ov = parse({"steps": {"solve": {"params": {"G.time_interval": 8, "K.type": "delay_and_offset"}}}}, quartical)
+    assert ov.params_for(("solve",), recipe.steps["solve"].cargo) == {"G.time_interval": "8",
+                                                                       "K.type": "delay_and_offset"}
+    assert "'tec' is not one of the allowed choices" in refused(
+        {"steps": {"solve": {"params": {"K.type": "tec"}}}}, quartical)
+    # the run's own terms count: B exists once the trigger asks for it
+    ov = parse({"terms": ["K", "B"], "steps": {"solve": {"params": {"B.time_interval": 2}}}}, quartical)
+    assert ov.params_for(("solve",), recipe.steps["solve"].cargo) == {"B.time_interval": "2"}
+    # as a recipe-level step.param (stepcab run -p solve.G.time_interval=4)
+    assert parse({"solve.G.time_interval": 4}, quartical).recipe_params == {"solve.G.time_interval": "4"}
+    # a glob: each step gets what its own schema has ('note' solves for the default terms, G only)
+    ov = parse({"steps": {"*": {"params": {"K.time_interval": 3}}}}, quartical)
+    assert ov.params_for(("solve",), recipe.steps["solve"].cargo) == {"K.time_interval": "3"}
+    assert ov.params_for(("note",), recipe.steps["note"].cargo) == {}
+
+
+def test_step_params_no_dynamic_schema_adds_are_refused_naming_the_key(quartical):
+    message = refused({"steps": {"solve": {"params": {"B.time_interval": 8}}}}, quartical)
+    assert ("conf.steps.solve.params.B.time_interval: no such parameter: the dynamic schema of cab 'quartical'"
+            in message and "does not add 'B.time_interval' for the values of step solve" in message)
+    assert "did you mean 'G.time_interval'?" in refused({"steps": {"solve": {"params": {"G.time_interva": 8}}}},
+                                                         quartical)
+    assert "conf.solve.X.type: no such parameter" in refused({"solve.X.type": "delay"}, quartical)
+    assert "conf.steps.note.params.K.type: no such parameter" in refused(
+        {"steps": {"note": {"params": {"K.type": "delay"}}}}, quartical)
+
+
+def test_step_params_for_a_dynamic_schema_stay_data(quartical):
+    """Conf values that look like a formula or a substitution are not evaluated for the hook: the
+    terms are the literal strings given, so no term 'B' comes out of them."""
+    for conf in ({"terms": ["=['B']"]}, {"steps": {"solve": {"params": {"solver.terms": ["{recipe.terms}"]}}}}):
+        conf = {**conf, "steps": {"solve": {"params": {**conf.get("steps", {}).get("solve", {}).get("params", {}),
+                                                        "B.type": "delay"}}}}
+        assert "conf.steps.solve.params.B.type: no such parameter" in refused(conf, quartical)
+    ov = parse({"terms": ["=['B']"], "steps": {"solve": {"params": {"=['B'].type": "delay"}}}}, quartical)
+    assert is_data(ov.params_for(("solve",), quartical[0].steps["solve"].cargo))
+
+
+NESTED = """\
+cabs:
+  say: {command: echo, inputs: {scan: {dtype: int, policies: {positional: true}}}}
+inner:
+  inputs: {scan: int}
+  for_loop: {var: stokes, over: [I, V]}
+  steps:
+    image: {cab: say, params: {scan: =recipe.scan}}
+outer:
+  inputs:
+    scans: {dtype: "List[int]", default: [3, 5]}
+    label: {dtype: str, default: x}
+  for_loop: {var: scan, over: scans}
+  steps:
+    pol: {recipe: inner, params: {scan: =recipe.scan}}
+"""
+
+
+def test_an_input_laying_out_an_unrolled_loop_cant_change_at_trigger_time(tmp_path):
+    path = tmp_path / "nested.yml"
+    path.write_text(NESTED)
+    recipe, loaded = load_recipe(str(path), "outer")
+    nested = (recipe, loaded.tree)
+    message = refused({"scans": [7]}, nested)
+    assert "conf.scans: [7] differs from the recipe's default [3, 5]" in message
+    assert "unrolls it into one TaskGroup per value when it is parsed" in message and "stepcab run" in message
+    # the form's untouched default, or the same values written otherwise, are the recipe's
+    for given in ({"scans": [3, 5]}, {"scans": ["3", "5"]}):
+        ov = parse(given, nested, params={"scans": [3, 5], "label": "y"})
+        assert ov.recipe_params == {"scans": [3, 5], "label": "y"} and ov.from_conf == {"label"}
+    assert "conf.scans:" in refused({"label": "y", "scans": [3]}, nested)

@@ -4,7 +4,8 @@ Put ``dags/stepcab_dags.py`` (two lines calling :func:`build_dags`) into the DAG
 recipe file next to it (and in the extra recipe folders) becomes DAGs. See :mod:`.discovery`
 (which files), :mod:`.compile` (which recipes), :mod:`.spec` (the parse cache and materialising
 DAGs), :mod:`.naming` (dag and task ids), :mod:`.settings` (``opts.airflow``),
-:mod:`.params` (trigger form), :mod:`.builder` (DAG shape), :mod:`.dataflow` (parallel steps) and
+:mod:`.params` (trigger form), :mod:`.builder` (DAG shape), :mod:`.unrolling` (nested loops unrolled at
+parse time), :mod:`.dataflow` (parallel steps) and
 :mod:`.errors` (how broken recipes surface).
 
 Parsing is side-effect free: no DB, network or subprocess; recipe files are read through the

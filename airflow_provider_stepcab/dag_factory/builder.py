@@ -13,8 +13,9 @@ the DAG, so a warm parse never touches the recipe. :func:`build_dag` does both. 
   and ``max_active_tis_per_dagrun`` from ``scatter`` (0 → 1 at a time, N > 0 → N, -1 → unlimited).
   A looping *top* recipe makes one mapped group around all steps with ``prefix_group_id=False``, so
   task ids stay those of :func:`.naming.task_id_for`. A loop holding another loop and iterating over
-  a literal list is *unrolled* instead: a TaskGroup per value (:func:`unrolls`), its tasks told their
-  iteration (``loop_indices``); a loop nested in a mapped one is an error;
+  values known at parse time (a literal list, or an input of the top recipe with a literal default:
+  :mod:`.unrolling`) is *unrolled* instead: a TaskGroup per value, its tasks told their iteration
+  (``loop_indices``); a loop nested in a mapped one is an error;
 - order: steps are chained in recipe order (Stimela runs them one by one); with
   ``opts.airflow.parallel: dataflow`` only the edges of :mod:`.dataflow` are kept;
 - trigger rule ``none_failed`` everywhere: a step the operator skips at run time (``skip``, tags,
@@ -34,6 +35,7 @@ from airflow_provider_stepcab.dag_factory.naming import MAX_ID_LENGTH, id_collis
 from airflow_provider_stepcab.dag_factory.params import FORM_HIDDEN_CATEGORIES, param_specs
 from airflow_provider_stepcab.dag_factory.settings import RUNTIME_TASK_KEYS, AirflowSettings, task_settings
 from airflow_provider_stepcab.dag_factory.spec import class_path
+from airflow_provider_stepcab.dag_factory.unrolling import parse_time_values, unrolls
 from airflow_provider_stepcab.recipe.errors import Problems
 from airflow_provider_stepcab.recipe.model import UNSET
 
@@ -43,18 +45,6 @@ LOOP_TASK_SUFFIX = "__for_loop"
 BUILD_TASK = "stepcab_build_images"   # = operators.build.BUILD_TASK_ID (not imported: parse cost)
 
 
-def has_nested_loop(recipe: Any) -> bool:
-    """Does a step of ``recipe`` (at any depth) run a recipe with a ``for_loop``?"""
-    return any(step.recipe is not None and (step.recipe.for_loop is not None or has_nested_loop(step.recipe))
-               for step in recipe.steps.values())
-
-
-def unrolls(recipe: Any) -> bool:
-    """A looping recipe is unrolled (one TaskGroup per iteration, made at parse time) when its
-    values are a literal list and a loop inside it is mapped; otherwise its group is mapped."""
-    return isinstance(recipe.for_loop.over, (list, tuple)) and has_nested_loop(recipe)
-
-
 def check_structure(recipe: Any, problems: Problems, prefix: tuple = (), in_loop: bool = False,
                     key_path: Optional[str] = None) -> None:
     """Record errors for recipes the DAG shape cannot express (id clashes, nested loops, long ids).
@@ -62,13 +52,14 @@ def check_structure(recipe: Any, problems: Problems, prefix: tuple = (), in_loop
     :param in_loop: inside a mapped loop (Airflow does not map a TaskGroup inside a mapped one).
     """
     key_path = key_path or recipe.name
-    looping = in_loop or (recipe.for_loop is not None and not unrolls(recipe))
+    looping = in_loop or (recipe.for_loop is not None and not unrolls(recipe, top=not prefix))
     if in_loop and recipe.for_loop is not None:
         problems.error(recipe.for_loop.loc, f"{key_path}.for_loop",
                        "a for_loop inside another for_loop whose values are known only at run time "
                        f"(over: {recipe.for_loop.over!r} here) cannot be mapped to Airflow tasks: Airflow does "
-                       "not map a TaskGroup inside a mapped one; give the outer loop a literal list of values "
-                       "(it is then unrolled into one TaskGroup per value)", "airflow-nested-loop")
+                       "not map a TaskGroup inside a mapped one; give the outer loop a literal list of values, or make "
+                       "it loop over an input of the top recipe with a literal default (it is then unrolled "
+                       "into one TaskGroup per value)", "airflow-nested-loop")
     labels = list(recipe.steps)
     extra = [f"{label}{LOOP_TASK_SUFFIX}" for label in labels
              if recipe.steps[label].recipe is not None and recipe.steps[label].recipe.for_loop is not None]
@@ -224,11 +215,11 @@ class _Compiler:
         ``scatter`` lets them run together."""
         loop = recipe.for_loop
         unrolled = dict(unrolled or {})
-        if unrolls(recipe):
+        if unrolls(recipe, top=not path):
             key = ".".join(path)
             nodes = [[str(i), {"k": "group", "id": str(i), "tooltip": f"{loop.var}={value}",
                                "level": self.level(recipe, path, False, None, chain, {**unrolled, key: i})}]
-                     for i, value in enumerate(loop.over)]
+                     for i, value in enumerate(parse_time_values(recipe, top=not path))]
             edges = [] if loop.scatter not in (0, 1, None) else \
                 [[str(i - 1), str(i)] for i in range(1, len(nodes))]
             return {"k": "group", "id": group_id, "tooltip": recipe.info or "",
@@ -294,7 +285,7 @@ def compile_dag(*, dag_id: str, recipe: Any, recipe_file: str, settings: Airflow
             return None
     compiler = _Compiler(recipe, recipe_file, settings, operator_class, config_tree)
     compiler.dag_loops = dag_loops(recipe)
-    if recipe.for_loop is not None and unrolls(recipe):
+    if recipe.for_loop is not None and unrolls(recipe, top=True):
         body = compiler.loop(recipe, (), "for_loop", prefix_group_id=False)["level"]  # groups "0", "1", ...
     elif recipe.for_loop is not None:
         body = compiler.loop(recipe, (), "for_loop", prefix_group_id=False)
@@ -310,7 +301,7 @@ def compile_dag(*, dag_id: str, recipe: Any, recipe_file: str, settings: Airflow
 
 def dag_loops(recipe: Any, prefix: tuple = ()) -> dict:
     """``{dotted path ("" for the top): mapped?}`` of every looping recipe (else unrolled)."""
-    out = {".".join(prefix): not unrolls(recipe)} if recipe.for_loop is not None else {}
+    out = {".".join(prefix): not unrolls(recipe, top=not prefix)} if recipe.for_loop is not None else {}
     for label, step in recipe.steps.items():
         if step.recipe is not None:
             out.update(dag_loops(step.recipe, prefix + (label,)))

@@ -15,7 +15,13 @@ depends on an earlier step ``A`` of the same recipe when (statically, at parse t
    ``writable`` inputs write, other inputs read. A value is compared as a normalised literal path
    or, when it is computed, by the ``recipe.*`` names it reads (``ms: =recipe.ms`` in two steps
    is the same file); an alias ``X: [A.ms, B.ms]`` makes ``A.ms`` and ``B.ms`` the same file too.
-   Read-after-write, write-after-write and write-after-read all order the two steps.
+   Read-after-write, write-after-write and write-after-read all order the two steps. An
+   ``implicit`` file output (``{current.prefix}-image.fits``) names the file its value gives with
+   the step's literal params (a ``=GLOB(...)`` one: every path its pattern matches).
+
+A ``dynamic_schema`` cab's parameters are those its hook gives for the step's literal values, with
+nested params flattened (cult-cargo's wsclean adds its image outputs, quartical its ``K.*`` terms):
+the schema ``stepcab validate`` checks the step against (:func:`step_schema_and_params`).
 
 A value that cannot be analysed (a formula that does not parse) makes ``B`` depend on every
 earlier step. ``root.*``/``parent.*`` name outer recipes (handled at the outer level, where the
@@ -27,11 +33,13 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from typing import Any, Iterable
 
 from airflow_provider_stepcab.recipe.model import UNSET
 
 _FILE_WORDS = ("File", "Directory", "MS", "URI")
+_GLOB = re.compile(r"^=\s*GLOB\s*\((.*)\)\s*$", re.DOTALL)
 
 
 def value_references(value: Any) -> set[str]:
@@ -89,12 +97,51 @@ def _file_tokens(value: Any, refs: set[str]) -> set[str]:
     return tokens
 
 
-def _step_io(recipe: Any, label: str, step: Any, aliases: dict) -> tuple[set, set, set, bool]:
-    """``(refs, reads, writes, opaque)`` of one step (see the module docstring)."""
+def step_schema_and_params(step: Any) -> tuple[dict, set, dict]:
+    """``(schema, output names, params)`` of a step as its parameters are checked: a ``dynamic_schema`` cab's
+    schema is the one its hook gives for the step's literal values, with the params flattened by it
+    (``K: {type: delay}`` -> ``K.type``), by the function ``stepcab validate`` uses
+    (:func:`~airflow_provider_stepcab.recipe.dynamic_schema.step_schema`)."""
+    params = dict(step.params or {})
+    cargo = step.cargo
+    if cargo is None:
+        return {}, set(), params
+    if step.cab is not None and step.cab.dynamic_schema:
+        from airflow_provider_stepcab.recipe.dynamic_schema import step_schema
+        from airflow_provider_stepcab.recipe.errors import Problems
+
+        schema, _, params, _ = step_schema(step.cab, params, Problems(), step.param_locs)
+        return dict(schema), {n for n, p in schema.items() if p.is_output}, params
+    return dict(cargo.schema), set(cargo.outputs), params
+
+
+def _implicit_tokens(param: Any, current: dict) -> set[str]:
+    """Tokens of an implicit file output (``{current.prefix}-image.fits``, ``=GLOB(...)``): the
+    path it names with the step's literal values, a ``glob:`` pattern for a ``GLOB``."""
+    from airflow_provider_stepcab.recipe.evaluation import NS, Unresolved, evaluate
+
+    value = param.implicit
+    if not isinstance(value, str):
+        return set()
+    kind = "path:"
+    match = _GLOB.match(value)
+    if match:
+        kind, value = "glob:", match.group(1).strip().strip("'\"")
+    result = evaluate(value, {"current": NS(current)})
+    if isinstance(result, Unresolved) or not isinstance(result, str) or not result:
+        return set()
+    return {kind + os.path.normpath(result)}
+
+
+def _step_io(label: str, step: Any, aliases: dict, schema: dict, outputs: set,
+             params: dict) -> tuple[set, set, set, bool]:
+    """``(refs, reads, writes, opaque)`` of one step (see the module docstring), given its
+    :func:`step_schema_and_params`."""
+    from airflow_provider_stepcab.recipe.deferred import contains_deferred
+
     refs: set[str] = set()
     opaque = False
     aliased = {pname: alias for (lbl, pname), alias in aliases.items() if lbl == label}
-    params = dict(step.params or {})
     for pname, alias in aliased.items():
         if pname not in params:
             refs.add(f"recipe.{alias}")
@@ -105,11 +152,14 @@ def _step_io(recipe: Any, label: str, step: Any, aliases: dict) -> tuple[set, se
             opaque = True
     reads: set[str] = set()
     writes: set[str] = set()
-    cargo = step.cargo
-    if cargo is None:
+    if step.cargo is None:
         return refs, reads, writes, opaque
-    for pname in dict.fromkeys([*aliased, *params]):
-        param = cargo.inputs.get(pname) or cargo.outputs.get(pname)
+    current = {n: p.default for n, p in schema.items()
+               if p.default is not UNSET and p.default is not None and not contains_deferred(p.default)}
+    current.update({n: v for n, v in params.items() if not contains_deferred(v)})
+    implicit = [n for n, p in schema.items() if n in outputs and isinstance(p.implicit, str) and _is_file_param(p)]
+    for pname in dict.fromkeys([*aliased, *params, *implicit]):
+        param = schema.get(pname)
         if param is None or not _is_file_param(param):
             continue
         tokens: set[str] = set()
@@ -121,23 +171,34 @@ def _step_io(recipe: Any, label: str, step: Any, aliases: dict) -> tuple[set, se
                 tokens |= _file_tokens(value, value_references(value))
             except Exception:  # noqa: BLE001
                 pass
-        if pname in cargo.outputs or getattr(param, "writable", False):
+        elif pname in implicit:
+            tokens |= _implicit_tokens(param, current)
+        if pname in outputs or getattr(param, "writable", False):
             writes |= tokens
         else:
             reads |= tokens
     return refs, reads, writes, opaque
 
 
+def _overlap(a: set, b: set) -> bool:
+    """Do two sets of file tokens share a file (a ``glob:`` pattern matches a ``path:``)?"""
+    if a & b:
+        return True
+    globs = [(x[5:], y) for x in a for y in b if x.startswith("glob:") and y.startswith("path:")]
+    globs += [(y[5:], x) for x in a for y in b if y.startswith("glob:") and x.startswith("path:")]
+    return any(fnmatch.fnmatchcase(path[5:], pattern) for pattern, path in globs)
+
+
 def infer_dependencies(recipe: Any) -> dict[str, list[str]]:
     """Return ``{label: [upstream labels]}`` for the steps of ``recipe`` (one level, see module doc)."""
     labels = list(recipe.steps)
     aliases = _alias_targets(recipe)
+    schemas = {lbl: step_schema_and_params(recipe.steps[lbl]) for lbl in labels}
     output_aliases: dict[str, set[str]] = {}
     for (lbl, pname), alias in aliases.items():
-        cargo = recipe.steps[lbl].cargo
-        if cargo is not None and pname in cargo.outputs:
+        if pname in schemas[lbl][1]:
             output_aliases.setdefault(alias, set()).add(lbl)
-    io = {lbl: _step_io(recipe, lbl, recipe.steps[lbl], aliases) for lbl in labels}
+    io = {lbl: _step_io(lbl, recipe.steps[lbl], aliases, *schemas[lbl]) for lbl in labels}
     deps: dict[str, set[str]] = {}
     for i, label in enumerate(labels):
         earlier = labels[:i]
@@ -154,7 +215,7 @@ def infer_dependencies(recipe: Any) -> dict[str, list[str]]:
                 need |= {e for e in output_aliases.get(rest.split(".")[0], ()) if e in earlier}
         for e in earlier:
             _, r2, w2, _ = io[e]
-            if (w2 & reads) or (w2 & writes) or (r2 & writes):
+            if _overlap(w2, reads) or _overlap(w2, writes) or _overlap(r2, writes):
                 need.add(e)
         need.discard(label)
         deps[label] = need

@@ -23,6 +23,8 @@ whatever their category). Every other param allows ``null`` ("not given"):
 - a default that is a formula (``=...``) or a ``{}`` substitution is evaluated at run time by the
   operators, so the form shows ``None`` and the description says ``computed: =...``;
 - an optional input without default gets ``None``;
+- an input whose default lays out the DAG (the values of an unrolled ``for_loop``,
+  :func:`~.unrolling.fixed_inputs`) shows its default and says that a run can't change it;
 - the control params below (an empty ``select`` means every step).
 
 The schema: ``type``/``items``/... from ``dtype.json_schema()`` — an input without ``dtype``
@@ -210,6 +212,7 @@ def param_specs(recipe: Any, problems: Optional[Problems] = None) -> list:
     :param recipe: a :class:`~airflow_provider_stepcab.recipe.model.Recipe`.
     :param problems: receives a warning when an input shadows a control param.
     """
+    from airflow_provider_stepcab.dag_factory.unrolling import fixed_input_note, fixed_inputs
     from airflow_provider_stepcab.recipe.requirements import (
         assigned_names,
         required_unset,
@@ -220,6 +223,7 @@ def param_specs(recipe: Any, problems: Optional[Problems] = None) -> list:
     defaults = getattr(recipe, "defaults", {}) or {}
     needed = {name for name, _ in required_unset(recipe)}
     assigned = assigned_names(recipe)
+    fixed = fixed_inputs(recipe)
     for name, param in recipe.inputs.items():
         if param.implicit is not UNSET:
             continue
@@ -228,6 +232,9 @@ def param_specs(recipe: Any, problems: Optional[Problems] = None) -> list:
         spec = param_spec(name, param, defaults.get(name, UNSET), needs_value=name in needed,
                           assigned=name in assigned)
         description = spec.pop("description")
+        if name in fixed:
+            description = (description + " " if description else "") + \
+                f"(fixed for this DAG, a run can't change it: {fixed_input_note(name)})"
         has_default = "default" in spec
         default = spec.pop("default", None)
         out.append([name, has_default, default, description, spec])

@@ -29,8 +29,14 @@ a step tagged ``never`` runs only when selected by name or tag; a ``select`` ent
 step unskips it (``skip``, ``skip_if_outputs``), as ``-s STEP`` does. A name or tag that the
 recipe does not have fails the run (every task) with a message naming it.
 
+A recipe input whose default lays out the DAG (the values of a ``for_loop`` unrolled into one
+TaskGroup per value because it holds another loop, :mod:`..dag_factory.unrolling`) can't be given
+another value: the conf is refused, saying why.
+
 More specific keys win: ``"*"`` < globs < the exact path. A key that matches no step,
-a parameter unknown to the step, a value of the wrong dtype, a backend setting the policy keeps
+a parameter unknown to the step (for a ``dynamic_schema`` cab: one its hook does not add for the
+values the recipe resolves to in this run, :func:`~..recipe.step_schemas.accepted_schemas`, as
+Stimela checks its command line), a value of the wrong dtype, a backend setting the policy keeps
 for files, or an unknown top-level key fails the task with a message naming it
 (``conf.steps.cal.params.bogus: ...``). Every step task checks the whole conf before it does
 anything else, so a refused conf runs nothing.
@@ -66,6 +72,39 @@ def _names(cargo: Any) -> set:
     return names
 
 
+def _has_dynamic_schema(step: Any) -> bool:
+    return step is not None and step.cab is not None and bool(step.cab.dynamic_schema)
+
+
+def _dynamic_target(recipe: Any, name: str) -> Optional[tuple[tuple, str]]:
+    """``(step path, param)`` when ``name`` (``solve.K.type``, ``sub.solve.K.type``) names a
+    parameter of a ``dynamic_schema`` cab step that its static schema lacks, else ``None``."""
+    cargo, path = recipe, ()
+    while "." in name and getattr(cargo, "steps", None):
+        head, name = name.split(".", 1)
+        step = cargo.steps.get(head)
+        if step is None:
+            return None
+        path += (head,)
+        if _has_dynamic_schema(step):
+            return (path, name) if not _accepts(step.cargo, name) else None
+        cargo = step.recipe
+    return None
+
+
+@dataclass
+class _Pending:
+    """A trigger-time param that only a step's dynamic schema may add (checked once resolved)."""
+
+    where: str          # the conf key, for messages
+    pname: str          # the step's parameter name
+    value: Any
+    paths: list         # the dynamic-schema cab steps it is meant for
+    required: bool      # no step's static schema has it: refused unless a dynamic one adds it
+    store: Any          # (mapping, key) where the checked value goes
+    conf_key: Optional[str] = None  # its ``steps.<key>``, if given there
+
+
 def _accepts(cargo: Any, name: str) -> bool:
     """``cargo`` (cab or recipe) has parameter ``name``; recipes also take ``sub.param``."""
     if name in _names(cargo):
@@ -94,22 +133,32 @@ class StepOverrides:
     choice: Any = None
     #: ``path -> tags`` of the recipe's steps, for the reasons given
     step_tags: dict = field(default_factory=dict)
+    #: ``steps`` key -> param -> dotted paths of the steps whose dynamic schema adds that param
+    dynamic: dict = field(default_factory=dict)
 
-    def _matching(self, path: tuple) -> list:
+    def _ranked(self, path: tuple) -> list:
+        """``(key, entry)`` of the ``steps`` entries matching ``path``, least specific first."""
         dotted = ".".join(path)
         ranked = []
         for key, value in self.steps.items():
             if key == dotted:
-                ranked.append((2, value))
+                ranked.append((2, key, value))
             elif key == "*" or fnmatch.fnmatchcase(dotted, key):
-                ranked.append((0 if key == "*" else 1, value))
-        return [v for _, v in sorted(ranked, key=lambda x: x[0])]
+                ranked.append((0 if key == "*" else 1, key, value))
+        return [(k, v) for _, k, v in sorted(ranked, key=lambda x: x[0])]
+
+    def _matching(self, path: tuple) -> list:
+        return [v for _, v in self._ranked(path)]
 
     def params_for(self, path: tuple, cargo: Any) -> dict:
-        """Override values for the step at ``path`` (only names ``cargo`` accepts)."""
+        """Override values for the step at ``path`` (only names ``cargo`` accepts, or its dynamic
+        schema adds: :attr:`dynamic`)."""
         out: dict = {}
-        for entry in self._matching(path):
-            out.update({k: v for k, v in (entry.get("params") or {}).items() if _accepts(cargo, k)})
+        dotted = ".".join(path)
+        for key, entry in self._ranked(path):
+            added = self.dynamic.get(key, {})
+            out.update({k: v for k, v in (entry.get("params") or {}).items()
+                        if _accepts(cargo, k) or dotted in added.get(k, ())})
         return out
 
     def backend_for(self, path: tuple) -> dict:
@@ -202,8 +251,11 @@ def _form_default(recipe: Any, name: str) -> Any:
 
 def _recipe_value(recipe: Any, name: str, value: Any, key: str, errors: list) -> tuple[Any, bool]:
     """``(value, from the user)`` of a trigger-time recipe input: the recipe's own default when the
-    form left it untouched (trusted: it is the file's), else the checked value as data."""
+    form left it untouched (trusted: it is the file's), else the checked value as data. An input
+    that lays out the DAG (:func:`~..dag_factory.unrolling.fixed_inputs`) can't take another value."""
+    from airflow_provider_stepcab.dag_factory.unrolling import fixed_input_note, fixed_inputs
     from airflow_provider_stepcab.recipe.model import UNSET
+    from airflow_provider_stepcab.recipe.yamlio import to_plain
 
     default = _form_default(recipe, name)
     if default is not _NO_DEFAULT and default is not None and value == default:
@@ -212,6 +264,12 @@ def _recipe_value(recipe: Any, name: str, value: Any, key: str, errors: list) ->
         return (raw, False) if raw is not UNSET else (value, False)
     checked, problems = check_param(key, _schema(recipe, name), value)
     errors.extend(problems)
+    fixed = fixed_inputs(recipe)
+    if name in fixed and not problems:
+        if checked == check_param(key, _schema(recipe, name), fixed[name])[0]:
+            return fixed[name], False
+        errors.append(f"{key}: {value!r} differs from the recipe's default {to_plain(fixed[name])!r}, and "
+                      f"{fixed_input_note(name)}")
     return as_data(checked), True
 
 
@@ -252,6 +310,7 @@ def parse_overrides(conf: dict, recipe: Any, params: Optional[dict] = None, *, c
     """
     policy = policy if policy is not None else TriggerPolicy.from_airflow_config()
     errors: list = []
+    pending: list = []
     out = StepOverrides()
     conf, params = dict(conf or {}), dict(params or {})
     control = {k for k in TOP_KEYS if not _accepts(recipe, k)}  # a recipe input keeps its name
@@ -263,6 +322,11 @@ def parse_overrides(conf: dict, recipe: Any, params: Optional[dict] = None, *, c
                 value, from_user = _recipe_value(recipe, name, value, f"conf.{name}", errors)
                 out.recipe_params[name] = value
                 (out.from_conf.add if from_user else out.from_conf.discard)(name)
+            elif source is conf and _dynamic_target(recipe, name) is not None:
+                path, pname = _dynamic_target(recipe, name)
+                out.recipe_params[name] = as_data(value)
+                out.from_conf.add(name)
+                pending.append(_Pending(f"conf.{name}", pname, value, [path], True, (out.recipe_params, name)))
             elif source is conf:
                 known = ", ".join(sorted(_names(recipe))) or "none"
                 errors.append(f"conf.{name}: not a parameter of recipe '{recipe.name}' "
@@ -288,14 +352,16 @@ def parse_overrides(conf: dict, recipe: Any, params: Optional[dict] = None, *, c
         errors.append(f"conf.steps: expected a mapping of step path -> overrides, got {steps!r}")
         steps = {}
     if steps:
-        _parse_steps(steps, recipe, out, errors, config_tree=config_tree, policy=policy)
+        _parse_steps(steps, recipe, out, errors, pending, config_tree=config_tree, policy=policy)
+    if pending and not errors:
+        _check_dynamic(recipe, out, pending, errors, config_tree)
     if errors:
         raise RecipeError(errors)
     return out
 
 
-def _parse_steps(steps: dict, recipe: Any, out: StepOverrides, errors: list, *, config_tree: Any,
-                 policy: TriggerPolicy) -> None:
+def _parse_steps(steps: dict, recipe: Any, out: StepOverrides, errors: list, pending: list, *,
+                 config_tree: Any, policy: TriggerPolicy) -> None:
     all_steps = list(_walk_chain(recipe))
     limits: Optional[dict] = None
     for key, entry in steps.items():
@@ -320,6 +386,13 @@ def _parse_steps(steps: dict, recipe: Any, out: StepOverrides, errors: list, *, 
         clean["params"] = {}
         for pname, value in given.items():
             schemas = [_schema(s.cargo, pname) for _, s, _ in matched if _accepts(s.cargo, pname)]
+            dynamic = [p for p, s, _ in matched if _has_dynamic_schema(s) and not _accepts(s.cargo, pname)]
+            if dynamic:
+                pending.append(_Pending(f"{where}.params.{pname}", pname, value, dynamic, not schemas,
+                                        (clean["params"], pname), key))
+            if not schemas and dynamic:
+                clean["params"][pname] = as_data(value)
+                continue
             if not schemas:
                 names = sorted(set().union(*(_names(s.cargo) for _, s, _ in matched)))
                 errors.append(f"{where}.params.{pname}: no such parameter "
@@ -345,3 +418,46 @@ def _parse_steps(steps: dict, recipe: Any, out: StepOverrides, errors: list, *, 
                                     allowed_select=lambda m=matched: _allowed_backends(config_tree, recipe, m))
             clean["backend"] = as_data(backend)
         out.steps[key] = clean
+
+
+def _check_dynamic(recipe: Any, out: StepOverrides, pending: list, errors: list, config_tree: Any) -> None:
+    """Check the params only a step's ``dynamic_schema`` may add against the schema it gives once
+    the recipe is resolved with this run's values (:func:`~..recipe.step_schemas.accepted_schemas`),
+    as Stimela checks them on its command line; record in :attr:`StepOverrides.dynamic` which steps
+    take them."""
+    from airflow_provider_stepcab.recipe.step_schemas import accepted_schemas, step_at
+    from airflow_provider_stepcab.recipe.suggest import did_you_mean
+
+    def given(path: tuple, cargo: Any) -> dict:
+        merged: dict = {}
+        for entry in out._matching(path):
+            merged.update(entry.get("params") or {})
+        return merged
+
+    try:
+        schemas = accepted_schemas(recipe, config_tree, out.recipe_params, given)
+    except Exception as exc:  # noqa: BLE001 - a recipe that can't be resolved: say so, run nothing
+        errors.append(f"{pending[0].where}: can't tell whether the dynamic schema adds it "
+                      f"(resolving recipe '{recipe.name}' failed: {exc})")
+        return
+    for item in pending:
+        taken = []
+        for path in item.paths:
+            accepted = schemas.get(tuple(path))
+            if accepted is None or not accepted.accepts(item.pname):
+                continue
+            taken.append(".".join(path))
+            value, problems = check_param(item.where, accepted.get(item.pname), item.value)
+            errors.extend(problems)
+            item.store[0][item.store[1]] = as_data(value)
+        if item.conf_key is not None:
+            out.dynamic.setdefault(item.conf_key, {})[item.pname] = set(taken)
+        if not taken and item.required:
+            cabs = sorted({f"'{step_at(recipe, p).cab.name}' ({step_at(recipe, p).cab.dynamic_schema})"
+                           for p in item.paths})
+            known = set().union(*(schemas[tuple(p)].names for p in item.paths if tuple(p) in schemas))
+            hint = did_you_mean(item.pname, known)
+            errors.append(f"{item.where}: no such parameter: the dynamic schema of cab {', '.join(cabs)} does not "
+                          f"add '{item.pname}' for the values of step {', '.join('.'.join(p) for p in item.paths)}"
+                          + (f"; {hint}" if hint else ""))
+

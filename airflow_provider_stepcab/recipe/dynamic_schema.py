@@ -34,6 +34,7 @@ import sys
 import types
 from typing import Any, Callable, Iterator, Mapping, Optional
 
+from .data import is_data
 from .errors import ERROR, Loc, Problem, Problems, RecipeError
 from .model import UNSET, Cab, Parameter
 from .deferred import contains_deferred
@@ -280,7 +281,8 @@ def step_schema(cab: Cab, params: Mapping[str, Any], problems: Problems,
                 locs: Optional[Mapping[str, Loc]] = None) -> tuple[dict, list, dict, dict]:
     """The schema to check a step's params against before they are evaluated (``stepcab validate``).
 
-    The hook runs with the values known now (literals); formulas and substitutions are left out.
+    The hook runs with the values known now (literals, and data: :func:`.data.is_data`); formulas
+    and substitutions are left out.
     A hook that can't run here is reported once per cab, as a warning (by :func:`.cab.build_cab`
     when its module isn't installed at all).
 
@@ -289,7 +291,7 @@ def step_schema(cab: Cab, params: Mapping[str, Any], problems: Problems,
         from the schema may still be added once those values are known, so it is not an error yet;
         and the params (and their locations) flattened with the schema (:func:`flatten_params`).
     """
-    pending = [name for name, value in params.items() if contains_deferred(value)]
+    pending = [name for name, value in params.items() if contains_deferred(value) and not is_data(value)]
     known = {name: value for name, value in params.items() if name not in pending}
     try:
         schema = apply_dynamic_schema(cab, known).schema
