@@ -26,7 +26,7 @@ import pytest
 
 from airflow_harness import (LOADER, VENV_BIN, Standalone, StandaloneError, _group_alive, free_port,
                              have_loader)
-from needs import in_ci
+from needs import in_ci, missing
 from slurm_cluster import slurm_cluster  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
@@ -174,7 +174,7 @@ class SplitAirflow(Standalone):
 @pytest.fixture(scope="module")
 def airflow_pg(postgres, tmp_path_factory):
     if not have_loader():
-        pytest.skip("no DAG loader / example recipes yet")
+        missing("no DAG loader / example recipes (dags/, example_recipes/)")
     base = tmp_path_factory.mktemp("pg-airflow")
     dags = base / "dags"
     dags.mkdir()
